@@ -1,0 +1,1 @@
+"""Raw interaction logs -> prepared, period-cut event logs; synthetic streams."""
