@@ -1,0 +1,1 @@
+"""The system under test: period windows, models, strategies, evaluation, metrics."""

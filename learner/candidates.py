@@ -1,0 +1,93 @@
+"""Evaluation candidates of the SML protocol (DESIGN.md, "Evaluation").
+
+For each interaction (u, i) of a period, in sorted order: up to 999 distinct negatives,
+drawn uniformly from the items seen up to and including that interaction, none in u's
+history up to and including it. Drawn once per period and shared by every strategy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from learner.history import History, key_items, pair_keys, user_ranges
+
+
+@dataclass
+class Candidates:
+    negatives: np.ndarray  # (rows, n_negatives) item codes, -1 where fewer were eligible
+    counts: np.ndarray  # (rows,) valid negatives per row
+
+
+class _PeriodPairs:
+    """The period's own (user, item) pairs with the position where each first occurs."""
+
+    def __init__(self, history: History, users: np.ndarray, items: np.ndarray) -> None:
+        keys, first = np.unique(pair_keys(users, items), return_index=True)
+        fresh = ~history.contains_keys(keys)  # pairs already in history are covered there
+        self.keys, self.first = keys[fresh], first[fresh]
+
+
+def sample_eval_candidates(history: History, users: np.ndarray, items: np.ndarray,
+                           n_items_before: int, n_negatives: int, rng: np.random.Generator,
+                           chunk_rows: int = 512) -> Candidates:
+    """`history` holds the periods before this one; users/items are this period's codes."""
+    n = len(users)
+    out = np.full((n, n_negatives), -1, dtype=np.int64)
+    counts = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return Candidates(out, counts)
+    pool = np.maximum.accumulate(np.maximum(items.astype(np.int64) + 1, n_items_before))
+    period = _PeriodPairs(history, users, items)
+    seen = np.zeros((min(chunk_rows, n), int(pool[-1])), dtype=bool)  # reused, cleared after use
+    for lo in range(0, n, chunk_rows):
+        hi = min(n, lo + chunk_rows)
+        rows, cols = _mark_history(seen, history, period, users[lo:hi], np.arange(lo, hi))
+        eligible = pool[lo:hi] - np.bincount(rows, minlength=hi - lo)
+        _fill_chunk(out[lo:hi], counts[lo:hi], seen, pool[lo:hi], eligible, n_negatives, rng)
+        seen[rows, cols] = False
+    return Candidates(out, counts)
+
+
+def _mark_history(seen: np.ndarray, history: History, period: _PeriodPairs,
+                  users: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Set seen[r, item] for the history of users[r] up to and including positions[r]."""
+    rows_h, pos_h = user_ranges(history.keys, users)
+    rows_p, pos_p = user_ranges(period.keys, users)
+    keep = period.first[pos_p] <= positions[rows_p]
+    rows = np.concatenate([rows_h, rows_p[keep]])
+    cols = np.concatenate([key_items(history.keys[pos_h]), key_items(period.keys[pos_p[keep]])])
+    seen[rows, cols] = True
+    return rows, cols
+
+
+def _fill_chunk(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.ndarray,
+                eligible: np.ndarray, n_neg: int, rng: np.random.Generator) -> None:
+    # Small pools (early periods): enumerate the eligible items exactly.
+    small = np.flatnonzero(eligible <= 2 * n_neg)
+    for r in small:
+        free = np.flatnonzero(~seen[r, : pool[r]])
+        if len(free) > n_neg:
+            free = rng.choice(free, n_neg, replace=False)
+        out[r, : len(free)] = free
+        counts[r] = len(free)
+    # Large pools: draw with replacement, drop history hits and repeats (sorting each row
+    # makes repeats adjacent), then keep a uniformly random n_neg of the distinct valid
+    # values: a uniform sample without replacement from the eligible items.
+    pending = np.flatnonzero(eligible > 2 * n_neg)
+    if len(pending) == 0:
+        return
+    frac = np.min((1.1 * n_neg) / eligible[pending])
+    draws = int(np.ceil(-np.max(pool[pending]) * np.log1p(-frac))) + 16
+    while len(pending):
+        cand = np.sort((rng.random((len(pending), draws)) * pool[pending, None]).astype(np.int32), axis=1)
+        valid = ~seen[pending[:, None], cand]
+        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+        done = valid.sum(axis=1) >= n_neg
+        keys = rng.random((int(done.sum()), draws))
+        keys[~valid[done]] = 2.0  # never picked: random keys live in [0, 1)
+        pick = np.argpartition(keys, n_neg - 1, axis=1)[:, :n_neg]
+        out[pending[done]] = np.take_along_axis(cand[done], pick, axis=1)
+        counts[pending[done]] = n_neg
+        pending = pending[~done]
+        draws *= 2

@@ -1,0 +1,119 @@
+"""The learner's settings, with the defaults of DESIGN.md ("Strategies")."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from replay_data.typed_config import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One Adam training pass over a period's (or history's) interactions."""
+
+    lr: float = 1e-2
+    batch: int = 256
+    epochs: int = 20
+    l2: float = 0.0
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.batch < 1 or self.epochs < 0 or self.l2 < 0:
+            raise ConfigError(f"need lr > 0, batch >= 1, epochs >= 0, l2 >= 0; got {self}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dim: int = 64
+    # new rows are N(0, init_std^2), drawn from a seed derived from (run seed, raw id)
+    init_std: float = 0.1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    negatives: int = 999
+    ks: tuple[int, ...] = (5, 10, 20)
+    # rows per scoring chunk: bounds memory at chunk x (negatives + 1) x dim floats
+    chunk_rows: int = 512
+
+
+@dataclass(frozen=True)
+class FullRetrainConfig:
+    train: TrainSpec = TrainSpec(lr=1e-2, batch=256, epochs=20, l2=1e-7)
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    train: TrainSpec = TrainSpec(lr=1e-2, batch=64, epochs=5, l2=0.0)
+
+
+@dataclass(frozen=True)
+class SpmfConfig:
+    reservoir: int = 7000
+    train: TrainSpec = TrainSpec(lr=1e-2, batch=64, epochs=20, l2=0.0)
+
+
+@dataclass(frozen=True)
+class SmlConfig:
+    rounds: int | None = None  # K; None = 10 for 40-period presets, 7 for 63 (see resolve_rounds)
+    step1: TrainSpec = TrainSpec(lr=1e-2, batch=1024, epochs=1, l2=1e-6)
+    step2: TrainSpec = TrainSpec(lr=1e-3, batch=256, epochs=1, l2=1e-4)
+    # "reseed": ŵ restarts from the transfer output each round (the authors' code);
+    # "continue": ŵ keeps its own value across rounds (the paper's Algorithm 1)
+    w_hat: Literal["reseed", "continue"] = "reseed"
+    cnn: bool = True  # False = the paper's SML-CNN ablation
+    fc: bool = True  # False = SML-FC
+    next_period: bool = True  # False = SML-N: the transfer learns on D_t, not D_{t+1}
+    # rows per whole-table transfer pass; bounds the (rows x 512) activation
+    chunk_rows: int = 16384
+    # SML-S only: step-1 epochs per period once the transfer is frozen
+    frozen_step1_epochs: int = 2
+
+    def validate(self) -> None:
+        if self.rounds is not None and self.rounds < 1:
+            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+
+
+@dataclass(frozen=True)
+class StrategiesConfig:
+    enabled: list[str] = field(
+        default_factory=lambda: ["sml", "sml_s", "fine_tune", "full_retrain", "spmf"]
+    )
+    serving: str = "sml"
+    full_retrain: FullRetrainConfig = FullRetrainConfig()
+    fine_tune: FineTuneConfig = FineTuneConfig()
+    spmf: SpmfConfig = SpmfConfig()
+    sml: SmlConfig = SmlConfig()
+    sml_s: SmlConfig = SmlConfig()
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    model: ModelConfig = ModelConfig()
+    pretrain: TrainSpec = TrainSpec(lr=1e-2, batch=1024, epochs=20, l2=1e-5)
+    eval: EvalConfig = EvalConfig()
+    strategies: StrategiesConfig = StrategiesConfig()
+
+    def validate(self) -> None:
+        from learner.strategies import REGISTRY
+
+        unknown = [s for s in self.strategies.enabled if s not in REGISTRY]
+        if unknown:
+            raise ConfigError(
+                f"strategies.enabled: unknown strategy {unknown[0]!r}; known: {', '.join(REGISTRY)}"
+            )
+        if not self.strategies.enabled:
+            raise ConfigError("strategies.enabled: enable at least one strategy")
+        if self.strategies.serving not in self.strategies.enabled:
+            raise ConfigError(
+                f"strategies.serving: {self.strategies.serving!r} is not enabled; "
+                f"enabled: {', '.join(self.strategies.enabled)}"
+            )
+
+
+def resolve_rounds(cfg: SmlConfig, n_periods: int) -> int:
+    """K from the reference: 10 outer rounds on Yelp's 40 periods, 7 on Adressa's 63."""
+    if cfg.rounds is not None:
+        return cfg.rounds
+    return 7 if n_periods >= 63 else 10

@@ -1,0 +1,180 @@
+"""SML (Zhang et al., SIGIR 2020) run in streaming order, and SML-S.
+
+State of the task in progress (period s, the newest closed one):
+  base   = W_{s-1}, the previous deployed model (constant within the task)
+  w_hat  = ŵ_s, MF rows learned on D_s only *through* the transfer (row-sparse Adam)
+  serving = f_Θ(W_{s-1}, ŵ_s), served during period s+1
+When period t = s+1 closes, the engine has scored `serving` on D_t; then `retrain`
+finishes task s with D_t as its next period (K rounds: step 2 on D_t, then step 1 on D_s
+except after the last round), deploys W_s = f_Θ(W_{s-1}, ŵ_s), and starts task t.
+DESIGN.md, "SML in streaming order", has the derivation from the reference code.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from learner.config import SmlConfig, TrainSpec, resolve_rounds
+from learner.mf import MF, bce_loss, shuffled_batches
+from learner.period import Period
+from learner.strategies.base import Strategy, register
+from learner.transfer import Transfer
+
+
+@register
+class Sml(Strategy):
+    name = "sml"
+    stream = "sml"  # SML-S shares SML's random streams, so both agree until validation
+    cfg: SmlConfig
+
+    def start(self, base: MF) -> None:
+        dim = base.users.weight.shape[1]
+        device = self.shared.device
+        with torch.random.fork_rng(devices=[]):  # seed Θ's default init without touching global RNG
+            torch.manual_seed(int(self.rng(-1, "transfer-init").integers(2**31)))
+            self.theta_u = Transfer(dim, self.cfg.cnn, self.cfg.fc).to(device)
+            self.theta_i = Transfer(dim, self.cfg.cnn, self.cfg.fc).to(device)
+        # one Adam for Θ, kept across periods; coupled weight decay = λ2 as in the reference
+        self.theta_opt = torch.optim.Adam(
+            list(self.theta_u.parameters()) + list(self.theta_i.parameters()),
+            lr=self.cfg.step2.lr, weight_decay=self.cfg.step2.l2,
+        )
+        self.base_u, self.base_i = base.users.weight.clone(), base.items.weight.clone()
+        self.w_hat = MF.from_rows(self.base_u, self.base_i)
+        # during the first online period every strategy serves the pretrained model
+        self.serve_u, self.serve_i = self.base_u.clone(), self.base_i.clone()
+        self.task: tuple[np.ndarray, np.ndarray] | None = None
+
+    def grow(self, user_rows: torch.Tensor, item_rows: torch.Tensor) -> None:
+        user_rows, item_rows = user_rows.to(self.base_u), item_rows.to(self.base_i)
+        self.base_u = torch.cat([self.base_u, user_rows])
+        self.base_i = torch.cat([self.base_i, item_rows])
+        self.serve_u = torch.cat([self.serve_u, user_rows])
+        self.serve_i = torch.cat([self.serve_i, item_rows])
+        self.w_hat.grow(user_rows, item_rows)
+
+    def serving_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.serve_u, self.serve_i
+
+    def frozen(self, period: Period) -> bool:
+        """SML keeps meta-learning in every phase; SML-S overrides this."""
+        return False
+
+    def retrain(self, period: Period) -> None:
+        frozen = self.frozen(period)
+        if self.task is not None and not frozen:
+            self._finish_task(period)
+            deployed = self._transfer_tables(self.w_hat)
+        else:
+            # first online period, or a frozen transfer: W_{t-1} is what was served
+            deployed = (self.serve_u, self.serve_i)
+        self.base_u, self.base_i = deployed[0].clone(), deployed[1].clone()
+        self._reset_w_hat(self.base_u, self.base_i)
+        epochs = self.cfg.frozen_step1_epochs if frozen else self.cfg.step1.epochs
+        self._step1(period.users, period.items, epochs, self.rng(period.index, "step1-start"))
+        self.serve_u, self.serve_i = self._transfer_tables(self.w_hat)
+        self.task = (period.users, period.items)
+
+    def _finish_task(self, period: Period) -> None:
+        task_users, task_items = self.task
+        if self.cfg.next_period:
+            next_users, next_items = period.users, period.items
+        else:  # SML-N: the transfer never looks at the next period
+            next_users, next_items = task_users, task_items
+        rounds = resolve_rounds(self.cfg, self.shared.n_periods)
+        for k in range(rounds):
+            self._step2(next_users, next_items, self.rng(period.index, f"step2-{k}"))
+            if k == rounds - 1:
+                break
+            if self.cfg.w_hat == "reseed":
+                self._reset_w_hat(*self._transfer_tables(self.w_hat))
+            self._step1(task_users, task_items, self.cfg.step1.epochs, self.rng(period.index, f"step1-{k}"))
+
+    def _reset_w_hat(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """New values for ŵ; its Adam moments carry over, as in the reference."""
+        self.w_hat.users.weight = users.clone()
+        self.w_hat.items.weight = items.clone()
+
+    def _transfer_tables(self, w_hat: MF) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = self.cfg.chunk_rows
+        return (self.theta_u.apply_table(self.base_u, w_hat.users.weight, chunk),
+                self.theta_i.apply_table(self.base_i, w_hat.items.weight, chunk))
+
+    def _step1(self, users: np.ndarray, items: np.ndarray, epochs: int, rng: np.random.Generator) -> None:
+        """Learn ŵ on D through the frozen transfer: L_r = BCE(f(W, ŵ)) + λ1/2 Σ_batch |ŵ|²."""
+        spec: TrainSpec = self.cfg.step1
+        self._set_theta_trainable(False)
+        device = self.shared.device
+        for _ in range(epochs):
+            for idx in shuffled_batches(len(users), spec.batch, rng):
+                u = torch.as_tensor(users[idx], device=device)
+                i = torch.as_tensor(items[idx], device=device)
+                j = torch.as_tensor(self.shared.sample_negatives(users[idx], rng), device=device)
+                uu, u_inv = torch.unique(u, return_inverse=True)
+                ii, i_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
+                h_u = self.w_hat.users.weight[uu].requires_grad_(True)
+                h_i = self.w_hat.items.weight[ii].requires_grad_(True)
+                out_u = self.theta_u(self.base_u[uu], h_u)[u_inv]
+                out_i = self.theta_i(self.base_i[ii], h_i)[i_inv]
+                b = len(idx)
+                s_pos = (out_u * out_i[:b]).sum(1)
+                s_neg = (out_u * out_i[b:]).sum(1)
+                rows_u, rows_i = h_u[u_inv], h_i[i_inv]
+                l2 = 0.5 * spec.l2 * (rows_u.pow(2).sum() + rows_i.pow(2).sum())
+                (bce_loss(s_pos, s_neg) + l2).backward()
+                with torch.no_grad():
+                    self.w_hat.users.adam_step(uu, h_u.grad, spec.lr)
+                    self.w_hat.items.adam_step(ii, h_i.grad, spec.lr)
+        self._set_theta_trainable(True)
+
+    def _step2(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
+        """Learn Θ on the next period with W_{s-1} and ŵ_s fixed: L_s = BCE(f(W, ŵ)) (+ λ2 via Adam)."""
+        spec: TrainSpec = self.cfg.step2
+        device = self.shared.device
+        for _ in range(spec.epochs):
+            for idx in shuffled_batches(len(users), spec.batch, rng):
+                u = torch.as_tensor(users[idx], device=device)
+                i = torch.as_tensor(items[idx], device=device)
+                j = torch.as_tensor(self.shared.sample_negatives(users[idx], rng), device=device)
+                uu, u_inv = torch.unique(u, return_inverse=True)
+                ii, i_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
+                out_u = self.theta_u(self.base_u[uu], self.w_hat.users.weight[uu])[u_inv]
+                out_i = self.theta_i(self.base_i[ii], self.w_hat.items.weight[ii])[i_inv]
+                b = len(idx)
+                loss = bce_loss((out_u * out_i[:b]).sum(1), (out_u * out_i[b:]).sum(1))
+                self.theta_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.theta_opt.step()
+
+    def _set_theta_trainable(self, flag: bool) -> None:
+        for p in list(self.theta_u.parameters()) + list(self.theta_i.parameters()):
+            p.requires_grad_(flag)
+
+    def state_dict(self) -> dict:
+        return {
+            "theta_u": self.theta_u.state_dict(), "theta_i": self.theta_i.state_dict(),
+            "theta_opt": self.theta_opt.state_dict(),
+            "base": (self.base_u, self.base_i), "serve": (self.serve_u, self.serve_i),
+            "w_hat": self.w_hat.state_dict(), "task": self.task,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.shared.device
+        self.start(MF.from_state(state["w_hat"], device))
+        self.theta_u.load_state_dict(state["theta_u"])
+        self.theta_i.load_state_dict(state["theta_i"])
+        self.theta_opt.load_state_dict(state["theta_opt"])
+        self.base_u, self.base_i = (t.to(device) for t in state["base"])
+        self.serve_u, self.serve_i = (t.to(device) for t in state["serve"])
+        self.w_hat = MF.from_state(state["w_hat"], device)
+        self.task = state["task"]
+
+
+@register
+class SmlS(Sml):
+    """SML until validation starts; then Θ is frozen and each period runs one step 1."""
+
+    name = "sml_s"
+
+    def frozen(self, period: Period) -> bool:
+        return period.phase in ("validation", "test")

@@ -1,0 +1,65 @@
+"""Embedding tables that grow, with a row-sparse Adam: a step touches only a batch's rows."""
+from __future__ import annotations
+
+import torch
+
+
+class EmbeddingTable:
+    """Rows of one embedding matrix plus their Adam moments.
+
+    Adam is lazy (like torch.optim.SparseAdam): rows absent from a batch keep their value
+    and moments, so a step costs O(batch) instead of O(table). Moments persist across
+    periods; `step` counts updates for the bias correction.
+    """
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+        self.exp_avg = torch.zeros_like(weight)
+        self.exp_avg_sq = torch.zeros_like(weight)
+        self.step = 0
+
+    def __len__(self) -> int:
+        return self.weight.shape[0]
+
+    def grow(self, rows: torch.Tensor) -> None:
+        if rows.shape[0] == 0:
+            return
+        rows = rows.to(self.weight)
+        self.weight = torch.cat([self.weight, rows])
+        zeros = torch.zeros_like(rows)
+        self.exp_avg = torch.cat([self.exp_avg, zeros])
+        self.exp_avg_sq = torch.cat([self.exp_avg_sq, zeros])
+
+    def adam_step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float,
+                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        """Apply one Adam update to `rows` (unique indices) with their summed gradient."""
+        self.step += 1
+        b1, b2 = betas
+        m = self.exp_avg[rows].mul_(b1).add_(grad, alpha=1 - b1)
+        v = self.exp_avg_sq[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        self.exp_avg[rows] = m
+        self.exp_avg_sq[rows] = v
+        bias1 = 1 - b1**self.step
+        bias2 = 1 - b2**self.step
+        denom = (v / bias2).sqrt_().add_(eps)
+        self.weight[rows] -= (lr / bias1) * m / denom
+
+    def copy(self) -> "EmbeddingTable":
+        out = EmbeddingTable.__new__(EmbeddingTable)
+        out.weight = self.weight.clone()
+        out.exp_avg = self.exp_avg.clone()
+        out.exp_avg_sq = self.exp_avg_sq.clone()
+        out.step = self.step
+        return out
+
+    def state_dict(self) -> dict:
+        return {"weight": self.weight, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step}
+
+    @classmethod
+    def from_state(cls, state: dict, device: str | torch.device = "cpu") -> "EmbeddingTable":
+        out = cls.__new__(cls)
+        out.weight = state["weight"].to(device)
+        out.exp_avg = state["exp_avg"].to(device)
+        out.exp_avg_sq = state["exp_avg_sq"].to(device)
+        out.step = int(state["step"])
+        return out

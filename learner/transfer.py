@@ -1,0 +1,54 @@
+"""SML's transfer f_Θ(w_{t-1}, ŵ_t): a small CNN over the stacked old, new and product rows.
+
+Architecture of the reference (sml_reference.md §3): input H = [x; h; x ⊙ h / |x|] (3 x d,
+the product detached), conv 3x1 with 10 filters, GELU, conv 1x1 with 5 filters, flatten to
+5d, GELU, FC 5d -> 512, GELU, FC 512 -> d. GELU is the sigmoid approximation z·σ(1.702 z).
+Ablations: cnn=False feeds the flattened 3 x d stack to the FC layers (SML-CNN);
+fc=False maps the 5 conv channels to the output with one more 1x1 conv (SML-FC).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def gelu_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    return z * torch.sigmoid(1.702 * z)
+
+
+class Transfer(nn.Module):
+    def __init__(self, dim: int, cnn: bool = True, fc: bool = True, hidden: int = 512) -> None:
+        super().__init__()
+        if not (cnn or fc):
+            raise ValueError("the transfer needs its CNN part, its FC part, or both")
+        self.dim, self.use_cnn, self.use_fc = dim, cnn, fc
+        if cnn:
+            self.conv1 = nn.Conv2d(1, 10, kernel_size=(3, 1))
+            self.conv2 = nn.Conv2d(10, 5, kernel_size=(1, 1))
+        if fc:
+            self.fc1 = nn.Linear(5 * dim if cnn else 3 * dim, hidden)
+            self.fc2 = nn.Linear(hidden, dim)
+        else:
+            self.conv_out = nn.Conv2d(5, 1, kernel_size=(1, 1))
+
+    def forward(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        # The product row carries no gradient (ŵ detached, x constant), as in the reference;
+        # the clamp avoids the reference's NaN for an all-zero old row.
+        product = old * new.detach() / old.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        stack = torch.stack([old, new, product], dim=1)  # (B, 3, d)
+        if not self.use_cnn:
+            return self.fc2(gelu_sigmoid(self.fc1(stack.flatten(1))))
+        z = gelu_sigmoid(self.conv1(stack.unsqueeze(1)))  # (B, 10, 1, d)
+        z = self.conv2(z)  # (B, 5, 1, d)
+        if not self.use_fc:
+            return self.conv_out(gelu_sigmoid(z)).flatten(1)
+        z = gelu_sigmoid(z.flatten(1))  # channel-major: 5 blocks of d
+        return self.fc2(gelu_sigmoid(self.fc1(z)))
+
+    @torch.no_grad()
+    def apply_table(self, old: torch.Tensor, new: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+        """f_Θ over whole tables, in chunks so the (rows x 512) activation stays bounded."""
+        out = torch.empty_like(new)
+        for lo in range(0, old.shape[0], chunk_rows):
+            out[lo : lo + chunk_rows] = self(old[lo : lo + chunk_rows], new[lo : lo + chunk_rows])
+        return out
