@@ -33,6 +33,10 @@ def build(cls: type[T], data: dict | None, path: str = "") -> T:
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
+        default = fields[name].default
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            # a partial section overrides only what it names: keep this field's own defaults
+            value = merge(to_dict(default), value)
         values[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
     obj = cls(**values)
     check = getattr(obj, "validate", None)

@@ -1,0 +1,1 @@
+"""The world around the learner: buses, the paced replay producer, runs, the CLI."""

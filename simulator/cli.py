@@ -1,0 +1,198 @@
+"""The `rtsim` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from replay_data.presets import preset_names
+from replay_data.rejects import MalformedInputError
+from replay_data.typed_config import ConfigError
+
+EPILOG = """\
+examples:
+  rtsim run                                   # the demo preset, every strategy, a few minutes
+  rtsim prepare movielens --input ratings.csv # cut a real log into the preset's 40 periods
+  rtsim run --preset movielens --input ratings.csv
+  rtsim datasets                              # readers, presets and prepared logs
+  rtsim kafka up                              # a local Kafka broker without Docker
+"""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--preset", help=f"named preset: {', '.join(preset_names())}")
+    group.add_argument("--config", metavar="FILE", help="a YAML file layered over the preset")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override one setting, e.g. --set learner.seed=3 (repeatable)")
+    group.add_argument("--input", metavar="PATH", help="a raw log; prepared and cached on first use")
+    group.add_argument("--data-dir", metavar="DIR", help="cache of prepared logs (default ~/.cache/rtsim/prepared)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtsim", formatter_class=_formatter, epilog=EPILOG,
+        description="Streaming simulator for online retraining of recommender systems: replay a "
+                    "timestamped log period by period and compare SML, SML-S, fine-tune, "
+                    "full-retrain and SPMF side by side.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="replay a dataset and retrain every strategy (default: demo)",
+                         formatter_class=_formatter, description=textwrap.dedent("""\
+        Replay a prepared log period by period: evaluate every enabled strategy on each
+        closed period (test-then-train), retrain it, and write runs/<run-id>/ with
+        config.yaml, periods.csv and summary.md (the paper's Table 1 and Table 2).
+
+        examples:
+          rtsim run
+          rtsim run --preset movielens --input ../shared/data/real/movielens-latest-small/ratings.csv
+          rtsim run --preset tiny --set learner.strategies.enabled=[sml,fine_tune] --set learner.strategies.serving=sml"""))
+    _add_config_options(run)
+    run.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
+    run.add_argument("--runs-dir", default="runs", metavar="DIR", help="root of run directories (default ./runs)")
+    run.set_defaults(func=_cmd_run)
+
+    prepare = sub.add_parser("prepare", help="read a raw log into a cached, period-cut event log",
+                             formatter_class=_formatter, description=textwrap.dedent("""\
+        Read a raw log with the DATASET reader (or the preset of that name), apply the
+        preprocessing steps, sort by (ts, user, item), cut it into periods and cache it.
+        Prints the counts before and after every step; preparing again hits the cache.
+
+        examples:
+          rtsim prepare movielens --input ../shared/data/real/movielens-latest-small/ratings.csv
+          rtsim prepare yelp --input yelp_academic_dataset_review.json --set data.reader.min_stars=4
+          rtsim prepare adressa --input three_month.tar.gz
+          rtsim prepare synthetic-business --set data.reader.scale=0.1"""))
+    prepare.add_argument("dataset", help="a preset (yelp, adressa, movielens, synthetic-*) or a reader name")
+    _add_config_options(prepare)
+    prepare.add_argument("--strict", action="store_true", help="stop at the first malformed record")
+    prepare.add_argument("--force", action="store_true", help="prepare again even when cached")
+    prepare.set_defaults(func=_cmd_prepare)
+
+    datasets = sub.add_parser("datasets", help="list readers, presets and prepared logs",
+                              formatter_class=_formatter, description=textwrap.dedent("""\
+        List the dataset readers, the presets, and the prepared logs in the cache.
+
+        example:
+          rtsim datasets --data-dir ~/.cache/rtsim/prepared"""))
+    datasets.add_argument("--data-dir", metavar="DIR", help="cache of prepared logs")
+    datasets.set_defaults(func=_cmd_datasets)
+
+    export = sub.add_parser("export-sml", help="write a prepared log in the SML authors' file layout",
+                            formatter_class=_formatter, description=textwrap.dedent("""\
+        Write information.npy, train/<t>.npy and test/<t>.npy (user, positive, 999
+        negatives drawn by rtsim's evaluation rule and seed), so the authors' code can run
+        on the same data and candidates.
+
+        example:
+          rtsim export-sml ~/.cache/rtsim/prepared/movielens-0123abcd ./sml-data/movielens"""))
+    export.add_argument("prepared", help="a prepared log folder (see `rtsim datasets`)")
+    export.add_argument("out", help="output folder")
+    export.add_argument("--seed", type=int, default=0, help="the run seed whose evaluation negatives to use")
+    export.set_defaults(func=_cmd_export)
+
+    from simulator.kafka_cli import add_kafka_parser
+
+    add_kafka_parser(sub)
+    return parser
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def _resolve(args, preset: str | None = None):
+    from simulator.config import resolve
+
+    return resolve(args.preset or preset, args.config, args.overrides, args.input)
+
+
+def _cmd_prepare(args) -> int:
+    from replay_data.prepared import prepare
+
+    if args.strict:
+        args.overrides.append("data.strict=true")
+    if args.dataset in preset_names():
+        cfg = _resolve(args, args.dataset)
+    else:  # a reader name: the preset's schedule and phases, this reader
+        args.overrides.insert(0, f"data.dataset={args.dataset}")
+        cfg = _resolve(args, "movielens")
+    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args), force=args.force)
+    manifest = log.manifest
+    print(f"{'cached' if cached else 'prepared'}: {log.path}")
+    print(json.dumps({"rejected": manifest["rejected"], "preprocess": manifest["preprocess"],
+                      "counts": manifest["counts"]}, indent=2))
+    return 0
+
+
+def _cmd_datasets(args) -> int:
+    from replay_data.prepared import default_cache_root, list_prepared
+    from replay_data.presets import load_preset
+    from replay_data.readers import READER_HELP
+
+    print("readers:")
+    for name, text in READER_HELP.items():
+        print(f"  {name:<20} {text}")
+    print("  synthetic-news       generated news-like stream (synthetic-business: Yelp-like)")
+    print("\npresets:")
+    for name in preset_names():
+        print(f"  {name:<20} {load_preset(name).get('description', '')}")
+    root = args.data_dir or default_cache_root()
+    logs = list_prepared(root)
+    print(f"\nprepared logs in {root}:" + ("" if logs else " none yet (rtsim prepare ...)"))
+    for entry in logs:
+        print(f"  {entry['dataset']:<20} {entry['events']:>10,} events {entry['users']:>9,} users "
+              f"{entry['items']:>9,} items {entry['periods']:>3} periods  {entry['path']}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from replay_data.prepared import load
+    from simulator.export_sml import export_sml
+
+    print(json.dumps(export_sml(load(args.prepared), args.out, seed=args.seed, progress=sys.stderr.isatty()), indent=2))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from replay_data.prepared import prepare
+    from simulator.rundir import RunDir, new_run_id
+    from simulator.run import prepared_periods, run_periods
+
+    cfg = _resolve(args)
+    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args))
+    run_dir = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset)).create(cfg)
+    print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
+          f"{len(log.phases)} periods ({'cached' if cached else 'prepared'} log {log.path})", flush=True)
+    run_periods(cfg, log.phases, prepared_periods(log), run_dir, report=lambda line: print(line, flush=True))
+    print()
+    print(run_dir.summary_md.read_text())
+    print(f"run directory: {run_dir.path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        return args.func(args)
+    except (ConfigError, MalformedInputError, FileNotFoundError, ValueError) as err:
+        print(f"rtsim: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rtsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""A run's resolved configuration: preset, then --config file, then --set overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from learner.config import LearnerConfig
+from replay_data.presets import DataConfig, load_preset, load_yaml
+from replay_data.typed_config import ConfigError, build, merge, set_path, to_dict
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "demo"
+    description: str = ""
+    data: DataConfig = DataConfig()
+    learner: LearnerConfig = LearnerConfig()
+
+
+def resolve(preset: str | None = None, config_file: str | Path | None = None,
+            overrides: list[str] | None = None, input_path: str | None = None) -> RunConfig:
+    """Layer the sources in a fixed order, then validate the whole result once."""
+    data: dict = {}
+    if config_file is not None:
+        data = load_yaml(config_file)
+    name = preset or data.get("preset") or "demo"
+    data = merge(load_preset(name), data)
+    data["preset"] = name
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key.path=value, got {item!r}")
+        set_path(data, key.strip(), yaml.safe_load(raw))
+    if input_path is not None:
+        set_path(data, "data.input", str(input_path))
+    return build(RunConfig, data)
+
+
+def dump(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

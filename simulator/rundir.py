@@ -1,0 +1,39 @@
+"""Run directories: runs/<run-id>/ with the resolved config, periods.csv and summaries."""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+from simulator.config import RunConfig, dump
+
+
+def new_run_id(preset: str) -> str:
+    return f"{preset}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+class RunDir:
+    def __init__(self, root: str | Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.path = Path(root) / run_id
+
+    def create(self, cfg: RunConfig) -> "RunDir":
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "config.yaml").write_text(dump(cfg))
+        except OSError as err:
+            raise SystemExit(f"rtsim: cannot write the run directory {self.path}: {err.strerror}; "
+                             "choose another --runs-dir") from None
+        return self
+
+    @property
+    def periods_csv(self) -> Path:
+        return self.path / "periods.csv"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.path / "summary.md"
+
+    def write_endpoints(self, endpoints: dict) -> None:
+        (self.path / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
