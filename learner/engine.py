@@ -49,6 +49,7 @@ class Engine:
         self.user_vocab = Vocabulary()
         self.item_vocab = Vocabulary()
         self.strategies: dict[str, Strategy] = {}
+        self.base_model: MF | None = None  # the shared pretrained MF, once pretraining ran
         self.serving = cfg.strategies.serving
         self.next_period = 0
         self._last_pretrain = max(t for t, p in enumerate(phases) if p == "pretrain")
@@ -132,6 +133,7 @@ class Engine:
         base = MF.from_rows(self._rows(self.user_vocab.ids, "user"), self._rows(self.item_vocab.ids, "item"))
         train_mf(base, history.users, history.items, self.shared.sample_negatives,
                  self.cfg.pretrain, self.shared.rng("pretrain"))
+        self.base_model = base
         for name in self.cfg.strategies.enabled:
             strategy = REGISTRY[name](getattr(self.cfg.strategies, name), self.shared)
             strategy.start(base)

@@ -29,6 +29,8 @@ def run_periods(cfg: RunConfig, phases: list[str], periods: Iterable[tuple[int, 
     for t, events in periods:
         results = engine.close_period(t, events)
         csv.append(results)
+        if engine.base_model is not None and not run_dir.base_model.exists():
+            run_dir.save_base_model(engine)
         report(progress_line(t, phases[t], len(events), results, time.perf_counter() - started))
     frame = pd.read_csv(run_dir.periods_csv)
     run_dir.summary_md.write_text(summary_markdown(frame, f"rtsim run {run_dir.run_id} ({cfg.preset})"))

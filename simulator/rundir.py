@@ -6,6 +6,8 @@ import secrets
 import time
 from pathlib import Path
 
+import torch
+
 from simulator.config import RunConfig, dump
 
 
@@ -34,6 +36,19 @@ class RunDir:
     @property
     def summary_md(self) -> Path:
         return self.path / "summary.md"
+
+    @property
+    def base_model(self) -> Path:
+        return self.path / "checkpoints" / "base_model.pt"
+
+    def save_base_model(self, engine) -> None:
+        """The shared pretrained MF with its raw ids, e.g. to start another implementation from it."""
+        self.base_model.parent.mkdir(parents=True, exist_ok=True)
+        users, items = engine.base_model.embeddings()
+        n_users, n_items = users.shape[0], items.shape[0]
+        torch.save({"users": users.cpu(), "items": items.cpu(),
+                    "user_ids": engine.user_vocab.ids[:n_users], "item_ids": engine.item_vocab.ids[:n_items]},
+                   self.base_model)
 
     def write_endpoints(self, endpoints: dict) -> None:
         (self.path / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
