@@ -42,9 +42,10 @@ def read_yelp(path: str | os.PathLike, rejects: Rejects, *, min_stars: float | N
     if source.is_dir():
         source = existing(source / REVIEW_FILE)
     if years is not None:
-        first, last = years
-        if not (isinstance(first, int) and isinstance(last, int) and first <= last):
+        if not (len(years) == 2 and all(isinstance(year, int) for year in years)
+                and years[0] <= years[1]):
             raise ValueError(f"years must be (first, last) integers with first <= last, got {years!r}")
+        years = (years[0], years[1])
     parse = partial(_review, min_stars=min_stars, years=years)
     return read_text_file(Path(source), "yelp", rejects, parse=parse, columns=EVENT_ID_COLUMNS,
                           progress=progress, chunk_rows=chunk_rows, max_line_bytes=max_line_bytes)
