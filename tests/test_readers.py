@@ -244,6 +244,14 @@ def test_adressa_malformed_lines_are_counted_by_reason(tmp_path):
         f"{day}:{n}" for n in (2, 3, 4, 5, 6)]
 
 
+def test_adressa_damaged_line_without_id_counts_as_not_a_click(tmp_path):
+    # documented shortcut: lines that never mention "id" are not parsed at all
+    write_lines(tmp_path / "20170101", ['{"userId": "cx:u1", "time": ', '{"id": "' + ITEM_A + '", '])
+    rejects = Rejects()
+    assert read_all("adressa", tmp_path, rejects).empty
+    assert dict(rejects.counts) == {"not_a_click": 1, "bad_json": 1}
+
+
 def test_adressa_chunks_are_bounded_and_keep_order(tmp_path):
     chunks = list(read("adressa", adressa_days(tmp_path), Rejects(), progress=False, chunk_rows=3))
     assert [len(chunk) for chunk in chunks] == [3, 1]
