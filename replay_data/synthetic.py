@@ -355,8 +355,8 @@ def _pick(logit: np.ndarray, pairs: np.ndarray, history: _PairHistory,
 
     `pairs` holds the (user, item) key of every candidate. A row whose best candidate is a
     pair already in `history`, or taken by another row of this slice, keeps it with
-    `repeat_probability`, else falls to its next best; when every candidate is used up it
-    keeps its first pick.
+    `repeat_probability`, else declines that item and takes its best remaining candidate;
+    when every candidate is declined it keeps its first pick.
     """
     first = np.argmax(logit, axis=1)
     choice = first.copy()
@@ -373,7 +373,9 @@ def _pick(logit: np.ndarray, pairs: np.ndarray, history: _PairHistory,
         clash &= rng.random(pending.size) >= repeat_probability
         settled[pending[~clash]] = True
         retry = pending[clash]
-        logit[retry, choice[retry]] = -np.inf
+        # the item is declined wherever it was shown to that user
+        declined = pairs[retry] == pairs[retry, choice[retry]][:, None]
+        logit[retry] = np.where(declined, -np.inf, logit[retry])
         choice[retry] = np.argmax(logit[retry], axis=1)
         spent = np.isneginf(logit[retry, choice[retry]])
         choice[retry[spent]] = first[retry[spent]]
@@ -404,6 +406,10 @@ def generate(world: SyntheticWorld, seed: int, *, chunk_size: int = 200_000,
     user_ids = np.array([f"u{i}" for i in range(world.n_users)], dtype=object)
     item_ids = np.array([f"i{i}" for i in range(world.n_items)], dtype=object)
 
+    # log-popularity = quality - age / decay + log(rise); the part of -age / decay common
+    # to all items at a given time cancels when normalising, which leaves arrival / decay
+    recency = quality + item_arrival / world.popularity_decay_seconds
+    rise = world.popularity_rise_seconds
     history = _PairHistory()
     slice_of = ts // world.slice_seconds
     edges = np.concatenate([[0], np.flatnonzero(np.diff(slice_of)) + 1, [ts.size]])
@@ -419,13 +425,18 @@ def generate(world: SyntheticWorld, seed: int, *, chunk_size: int = 200_000,
         live = np.flatnonzero(item_death[:published] > t0)
         if live.size == 0:  # catalogue momentarily empty: the last item to leave lingers
             live = np.array([np.argmax(item_death[:published])])
-        age = mid - item_arrival[live]
-        log_pop = (quality[live] + np.log(-np.expm1(-age / world.popularity_rise_seconds))
-                   - age / world.popularity_decay_seconds)
+        log_pop = recency[live]
+        # the rise term is below float precision after 40 rise times: only the young (a
+        # suffix of `live`, which is in publication order) need it
+        young = int(np.searchsorted(live, np.searchsorted(item_arrival, mid - 40 * rise)))
+        log_pop[young:] += np.log(-np.expm1(-(mid - item_arrival[live[young:]]) / rise))
         cum = np.cumsum(np.exp(log_pop - log_pop.max()))
         n = hi - lo
-        shown = live[np.searchsorted(
-            cum, choice_rng.random((n, world.n_candidates)) * cum[-1], side="right")]
+        draw = choice_rng.random((n, world.n_candidates)).ravel() * cum[-1]
+        order = np.argsort(draw)  # sorted queries search much faster
+        shown = np.empty(draw.size, np.int64)
+        shown[order] = live[np.searchsorted(cum, draw[order], side="right")]
+        shown = shown.reshape(n, world.n_candidates)
 
         # tastes now: the interest of each user in the slice wanders since its last update
         who, back = np.unique(users[lo:hi], return_inverse=True)
@@ -456,16 +467,20 @@ def generate(world: SyntheticWorld, seed: int, *, chunk_size: int = 200_000,
 
 
 def read_synthetic(world: str | SyntheticWorld, seed: int = 0, rejects: Rejects | None = None,
-                   *, scale: float = 1.0, chunk_size: int = 200_000,
-                   progress: bool = False) -> Iterator[pd.DataFrame]:
-    """Reader entry with the file readers' chunk contract (ts, user, item).
+                   *, scale: float = 1.0, chunk_rows: int = 200_000, progress: bool = False,
+                   **params) -> Iterator[pd.DataFrame]:
+    """Reader entry with the file readers' contract: chunks of ts, user, item.
 
-    `world` is a preset name or a SyntheticWorld; `scale` multiplies its size. `rejects` is
-    accepted for symmetry with the file readers: generated records are valid by construction.
+    `world` is a preset name or a SyntheticWorld; `params` override its fields (e.g.
+    `taste_strength=0`), then `scale` multiplies its size. `rejects` is accepted for
+    symmetry with the file readers: generated records are valid by construction.
     """
     del rejects
     if isinstance(world, str):
-        world = SyntheticWorld.preset(world, scale)
-    else:
-        world = world.scaled(scale)
-    return generate(world, seed, chunk_size=chunk_size, progress=progress)
+        world = SyntheticWorld.preset(world)
+    unknown = sorted(set(params) - set(SyntheticWorld.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown synthetic world parameter {unknown[0]!r}; allowed: "
+                         f"{', '.join(SyntheticWorld.__dataclass_fields__)}")
+    world = replace(world, **params).scaled(scale)
+    return generate(world, seed, chunk_size=chunk_rows, progress=progress)
