@@ -170,14 +170,16 @@ def _read(data: DataConfig, rejects: Rejects, progress: bool) -> pd.DataFrame:
 
 def _schedule(data: DataConfig, ts: np.ndarray) -> Schedule:
     schedule = build_schedule(data.schedule.kind, ts, **data.schedule.params)
-    if data.periods is None:
+    # phases without periods fix T too: every period needs exactly one phase label
+    needed = data.periods if data.periods is not None else data.phases.total if data.phases else None
+    if needed is None:
         return schedule
-    if schedule.n_periods < data.periods:
+    if schedule.n_periods < needed:
         raise ConfigError(
-            f"the {schedule.kind} schedule yields {schedule.n_periods} periods but {data.periods} are needed; "
+            f"the {schedule.kind} schedule yields {schedule.n_periods} periods but {needed} are needed; "
             f"use a longer log or set data.periods (and data.phases) to at most {schedule.n_periods}"
         )
-    return Schedule(kind=schedule.kind, params=schedule.params, edges=schedule.edges[: data.periods + 1])
+    return Schedule(kind=schedule.kind, params=schedule.params, edges=schedule.edges[: needed + 1])
 
 
 def _source_files(path: Path) -> list[Path]:
