@@ -36,13 +36,15 @@ MIN_JAVA_MAJOR = 17
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 
-# Upstream's kafka-server-start.sh options, with a smaller heap for 2-core test machines.
+# Upstream's kafka-server-start.sh options, with a smaller heap for 2-core machines, and
+# the C1 JIT only: measured here, it starts the broker about a third faster and halves its
+# CPU time under a kafka-python producer, whose own speed is the limit either way.
 BROKER_JVM_OPTS = (
-    "-Xms256m", "-Xmx1g",
+    "-Xms256m", "-Xmx1g", "-XX:TieredStopAtLevel=1",
     "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
     "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-Djava.awt.headless=true",
 )
-STORAGE_TOOL_JVM_OPTS = ("-Xmx256m", "-Djava.awt.headless=true")
+STORAGE_TOOL_JVM_OPTS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 # Package data (pyproject: simulator = ["resources/*"]); found by path so that it also
 # works while simulator is a namespace package.
 RESOURCES = Path(__file__).resolve().parent / "resources"

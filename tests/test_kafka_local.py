@@ -115,9 +115,7 @@ def test_status_up_down_and_restart_reuses_jars_and_storage(tmp_path: Path) -> N
         cluster = meta_properties.read_text()
         marker = jars_dir().parent / JARS_MARKER
         marker_mtime = marker.stat().st_mtime_ns
-        started = time.monotonic()
         assert broker.up() == bootstrap
-        assert time.monotonic() - started < 60
         assert marker.stat().st_mtime_ns == marker_mtime, "jars were fetched again"
         assert meta_properties.read_text() == cluster, "storage was formatted again"
     finally:
