@@ -23,6 +23,9 @@ def export_sml(log: PreparedLog, out: str | Path, *, seed: int = 0, negatives: i
 
     The reference format needs exactly `negatives` columns; a row with fewer eligible
     items (early, small catalogues) repeats its own negatives to fill them, and is counted.
+    A row with none (the user has every item seen so far, e.g. the log's first row) holds
+    its positive in every column, counted apart: the authors' code indexes embedding tables
+    with these columns, where a -1 sentinel would silently mean the last item.
     """
     out = Path(out)
     (out / "train").mkdir(parents=True, exist_ok=True)
@@ -33,7 +36,7 @@ def export_sml(log: PreparedLog, out: str | Path, *, seed: int = 0, negatives: i
     bounds = log.period_bounds()
     history = History()
     n_items_before = 0
-    padded = 0
+    padded = empty = 0
     for t in tqdm(range(len(log.phases)), desc="export-sml", unit="period", disable=not progress):
         u, i = users[bounds[t] : bounds[t + 1]], items[bounds[t] : bounds[t + 1]]
         np.save(out / "train" / f"{t}.npy", np.stack([u, i], axis=1))
@@ -43,7 +46,11 @@ def export_sml(log: PreparedLog, out: str | Path, *, seed: int = 0, negatives: i
         for r in short:
             if cand.counts[r]:
                 cand.negatives[r] = np.resize(cand.negatives[r, : cand.counts[r]], negatives)
+            else:
+                cand.negatives[r] = i[r]
+                empty += 1
         np.save(out / "test" / f"{t}.npy", np.concatenate([u[:, None], i[:, None], cand.negatives], axis=1))
         history.extend(u, i)
         n_items_before = max(n_items_before, int(i.max()) + 1) if len(i) else n_items_before
-    return {"periods": len(log.phases), "interactions": len(users), "padded_rows": padded, "out": str(out)}
+    return {"periods": len(log.phases), "interactions": len(users), "padded_rows": padded,
+            "rows_without_negatives": empty, "out": str(out)}
