@@ -24,12 +24,17 @@ def build(cls: type[T], data: dict | None, path: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__} {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    where = f"{path}." if path else ""
+    # YAML keys need not be text (`1:`, `on:`), so sort by their text
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        where = f"{path}." if path else ""
         raise ConfigError(
             f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(sorted(fields))}"
         )
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing key {where}{missing[0]}; this section needs {', '.join(missing)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
@@ -83,7 +88,11 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if hint is Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{path}: expected float, got an integer of {len(str(value))} digits, "
+                              "too large for a float") from None
     if hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{path}: expected {hint.__name__}, got the boolean {value!r}")
     if not isinstance(value, hint):

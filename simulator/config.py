@@ -32,7 +32,12 @@ def resolve(preset: str | None = None, config_file: str | Path | None = None,
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key.path=value, got {item!r}")
-        set_path(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            reason = getattr(err, "problem", None) or err
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({reason})") from None
+        set_path(data, key.strip(), value)
     if input_path is not None:
         set_path(data, "data.input", str(input_path))
     return build(RunConfig, data)
