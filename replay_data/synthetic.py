@@ -185,7 +185,7 @@ PRESETS: dict[str, SyntheticWorld] = {
         span_seconds=10 * YEAR + 182 * DAY,
         n_events=3_014_421,
         n_users=59_082,
-        n_items=144_500,  # about 85% get chosen at least once: ~122.8k distinct, as in Yelp
+        n_items=142_700,  # about 86% get chosen at least once: ~122.8k distinct, as in Yelp
         slice_seconds=DAY,
         growth=2.0,
         daily_amplitude=0.4,
@@ -230,7 +230,7 @@ class Latents:
     """The hidden state of a generated world (for tests and diagnostics).
 
     Row i of a user array belongs to user id f"u{i}", row j of an item array to f"i{j}".
-    Times are unix seconds (item_arrival is negative-offset for pre-existing items).
+    Times are unix seconds; items published before the log starts have arrivals before it.
     """
 
     user_taste: np.ndarray  # (n_users, dim) long-term tastes
@@ -277,10 +277,10 @@ def _items(world: SyntheticWorld, traffic: _Traffic, seed: int):
     lifetime = world.item_lifetime_median_seconds * np.exp(
         world.item_lifetime_sigma * rng.standard_normal(n))
     # pre-existing items are caught at a uniform point of their life
-    arrival = np.concatenate([
-        np.sort(-rng.random(n_init) * lifetime[:n_init]),
-        np.sort(traffic.inverse(rng.random(n - n_init))),
-    ])
+    arrival = np.concatenate([-rng.random(n_init) * lifetime[:n_init],
+                              traffic.inverse(rng.random(n - n_init))])
+    order = np.argsort(arrival, kind="stable")  # ids in order of publication
+    arrival, lifetime = arrival[order], lifetime[order]
     quality = world.quality_sigma * rng.standard_normal(n)
     return _factors(rng, n, world.dim), quality, arrival, arrival + lifetime
 
