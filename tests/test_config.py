@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, Literal
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,8 +37,6 @@ def test_every_preset_resolves_with_the_designed_periods_and_phases():
         assert cfg.data.periods == periods, name
         assert cfg.data.phases == PhaseCounts(*phases), name
         # the resolved config survives the round trip through config.yaml
-        import yaml
-
         assert build(RunConfig, yaml.safe_load(dump(cfg))) == cfg
 
 
@@ -175,7 +175,7 @@ def _for_hint(hint: Any) -> st.SearchStrategy:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         shaped = _for_dataclass(hint)
-    elif origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    elif origin in (typing.Union, types.UnionType):
         shaped = st.one_of([_for_hint(arg) for arg in typing.get_args(hint)])
     elif origin is Literal:
         shaped = st.sampled_from(typing.get_args(hint))

@@ -1,0 +1,129 @@
+"""The real `rtsim` entry point, run as a subprocess: help texts, prepare/datasets/export-sml, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replay_data.presets import preset_names
+from tests.test_prepared import BAD_REASONS, N_ROWS, expected_events, synthetic_ratings, write_ratings
+
+RTSIM_SCRIPT = Path(sys.executable).parent / "rtsim"
+
+
+@pytest.fixture
+def env(tmp_path):
+    """No run may touch the user's cache: point XDG_CACHE_HOME into the test's folder."""
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "COLUMNS": "100"}
+
+
+def rtsim(*args, env, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["prepare"], ["datasets"], ["export-sml"], ["kafka"],
+                                     ["kafka", "up"], ["kafka", "down"], ["kafka", "status"]],
+                         ids=lambda c: " ".join(c) or "rtsim")
+def test_help_exits_zero_with_an_example(command, env):
+    done = rtsim(*command, "--help", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "example" in done.stdout
+    assert done.stdout.startswith(f"usage: rtsim {' '.join(command)}".rstrip())
+    assert done.stderr == ""
+
+
+def test_console_script_is_the_same_entry(env):
+    done = subprocess.run([str(RTSIM_SCRIPT), "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == rtsim("--help", env=env).stdout
+    for command in ("run", "prepare", "datasets", "export-sml", "kafka"):
+        assert command in done.stdout
+
+
+def test_prepare_then_datasets_then_export(tmp_path, env):
+    rows = synthetic_ratings()
+    fixture = tmp_path / "ratings.csv"
+    write_ratings(fixture, rows)
+    data_dir = tmp_path / "prepared"
+
+    done = rtsim("prepare", "movielens", "--input", fixture, "--data-dir", data_dir, "--no-progress", env=env)
+    assert done.returncode == 0, done.stderr
+    first, _, body = done.stdout.partition("\n")
+    assert first.startswith(f"prepared: {data_dir}{os.sep}movielens-")
+    report = json.loads(body)
+    n_events = len(expected_events(rows))
+    assert report["rejected"]["counts"] == BAD_REASONS
+    assert report["preprocess"] == [{"step": "repeat_policy", "before": N_ROWS, "after": n_events,
+                                     "keep": "first"}]
+    assert report["counts"]["read"] == N_ROWS and report["counts"]["events"] == n_events
+    assert sum(report["counts"]["period_counts"]) == n_events and len(report["counts"]["period_counts"]) == 40
+    prepared_path = first.removeprefix("prepared: ")
+
+    again = rtsim("prepare", "movielens", "--input", fixture, "--data-dir", data_dir, "--no-progress", env=env)
+    assert again.returncode == 0 and again.stdout.splitlines()[0] == f"cached: {prepared_path}"
+
+    listing = rtsim("datasets", "--data-dir", data_dir, env=env)
+    assert listing.returncode == 0, listing.stderr
+    (line,) = [ln for ln in listing.stdout.splitlines() if ln.rstrip().endswith(prepared_path)]
+    assert line.split()[:2] == ["movielens", f"{n_events:,}"]
+    assert " 40 periods " in line
+    for name in preset_names():
+        assert f"\n  {name} " in listing.stdout
+    assert not (tmp_path / "xdg-cache").exists()  # everything went to --data-dir
+
+    out = tmp_path / "sml"
+    exported = rtsim("export-sml", prepared_path, out, "--seed", "2", env=env)
+    assert exported.returncode == 0, exported.stderr
+    summary = json.loads(exported.stdout)
+    assert (summary["periods"], summary["interactions"]) == (40, n_events)
+    info = np.load(out / "information.npy")
+    assert info[0] == n_events
+    assert sum(len(np.load(out / "test" / f"{t}.npy")) for t in range(40)) == n_events
+
+
+def test_datasets_with_an_empty_cache(tmp_path, env):
+    done = rtsim("datasets", "--data-dir", tmp_path / "nothing", env=env)
+    assert done.returncode == 0
+    assert "none yet (rtsim prepare ...)" in done.stdout
+    assert "movielens" in done.stdout.split("presets:")[0]  # the readers are listed too
+
+
+def test_run_with_an_unknown_preset_lists_the_presets(tmp_path, env):
+    done = rtsim("run", "--preset", "nosuch", "--runs-dir", tmp_path / "runs", env=env)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("rtsim: error: unknown preset 'nosuch'; known presets: ")
+    for name in preset_names():
+        assert name in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_prepare_of_a_file_dataset_without_input_asks_for_it(tmp_path, env):
+    done = rtsim("prepare", "yelp", "--data-dir", tmp_path, env=env)
+    assert done.returncode == 2
+    assert "rtsim: error: dataset 'yelp' reads a file: give --input PATH" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_prepare_errors_exit_2_with_one_line(tmp_path, env):
+    fixture = tmp_path / "ratings.csv"
+    write_ratings(fixture, synthetic_ratings())
+    cases = [
+        (["prepare", "movielens", "--input", tmp_path / "absent.csv"], "absent.csv does not exist"),
+        (["prepare", "movielens", "--input", fixture, "--strict"], "ratings.csv:51: bad_timestamp"),
+        (["prepare", "movielens", "--input", fixture, "--set", "learner.seed=[1,"], "not valid YAML"),
+        (["prepare", "movielens", "--input", fixture, "--set", "data.periodz=3"], "unknown key data.periodz"),
+        (["prepare", "nosuchreader", "--input", fixture], "unknown dataset reader 'nosuchreader'"),
+    ]
+    for args, message in cases:
+        done = rtsim(*args, "--data-dir", tmp_path / "cache", env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("rtsim: error: ") and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "cache").glob("*/manifest.json"))
