@@ -44,6 +44,7 @@ class Engine:
         if "pretrain" not in phases[:1]:
             raise ValueError("the first period must be a pretrain period: every strategy starts from the base MF")
         self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
         self.phases = list(phases)
         self.shared = SharedState(cfg.seed, cfg.device, len(phases), self.phases)
         self.user_vocab = Vocabulary()

@@ -1,0 +1,25 @@
+"""Shared fixtures. Integration fixtures (a real Kafka broker) live in their own modules."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+pytest_plugins = ["tests.kafka_fixture"]
+
+settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny preset, prepared once per session: (config, phases, periods as raw frames)."""
+    from replay_data.prepared import prepare
+    from simulator.config import resolve
+    from simulator.run import prepared_periods
+
+    cfg = resolve("tiny")
+    log, _ = prepare(cfg.data, tmp_path_factory.mktemp("prepared"), progress=False)
+    return cfg, log.phases, list(prepared_periods(log))

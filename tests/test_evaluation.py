@@ -1,0 +1,56 @@
+import math
+
+import numpy as np
+import torch
+
+from learner.evaluation import metrics_from_ranks, rank_positives
+
+
+def _embeddings():
+    # user 0 = (1, 0); item scores for user 0 are item_emb[:, 0]
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[5.0, 0.0], [3.0, 9.0], [3.0, 0.0], [1.0, 0.0], [7.0, 0.0], [-2.0, 0.0]])
+    return users, items
+
+
+def test_rank_counts_strictly_higher_plus_half_the_ties():
+    users, items = _embeddings()
+    # positive item 2 (score 3) vs negatives 0 (5), 1 (3, a tie), 3 (1), 4 (7): 2 higher + 0.5 tie
+    ranks = rank_positives(users, items, np.array([0]), np.array([2]), np.array([[0, 1, 3, 4]]))
+    assert ranks.tolist() == [2.5]
+
+
+def test_padding_entries_are_ignored_when_fewer_negatives_are_eligible():
+    users, items = _embeddings()
+    ranks = rank_positives(users, items, np.array([0, 0]), np.array([0, 5]),
+                           np.array([[3, -1, -1, -1], [4, 0, -1, -1]]))
+    # item 0 (5) beats item 3 (1): rank 0; item 5 (-2) is below 4 (7) and 0 (5): rank 2; the
+    # -1 pads would point at the last item (score -2, a tie) if they were not masked
+    assert ranks.tolist() == [0.0, 2.0]
+
+
+def test_chunked_ranking_equals_one_chunk():
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(20, 4, generator=g), torch.randn(50, 4, generator=g)
+    rng = np.random.default_rng(0)
+    u, pos, neg = rng.integers(0, 20, 33), rng.integers(0, 50, 33), rng.integers(0, 50, (33, 9))
+    assert np.array_equal(rank_positives(users, items, u, pos, neg, chunk_rows=4),
+                          rank_positives(users, items, u, pos, neg, chunk_rows=1000))
+
+
+def test_metrics_by_hand():
+    ranks = np.array([0.0, 4.5, 7.0, 30.0])
+    new_user = np.array([False, False, True, True])
+    new_item = np.array([False, True, False, True])
+    m = metrics_from_ranks(ranks, (5, 10, 20), new_user, new_item)
+    assert m.recall == {5: 0.5, 10: 0.75, 20: 0.75}
+    g0, g45, g7 = 1.0, 1 / math.log2(6.5), 1 / math.log2(9.0)
+    assert math.isclose(m.ndcg[5], (g0 + g45) / 4)
+    assert math.isclose(m.ndcg[10], (g0 + g45 + g7) / 4)
+    assert math.isclose(m.ndcg[20], (g0 + g45 + g7) / 4)
+    assert m.segment_ndcg == {"OU-OI": 1.0, "OU-NI": g45, "NU-OI": g7, "NU-NI": 0.0}
+
+
+def test_empty_segment_is_nan_not_zero():
+    m = metrics_from_ranks(np.array([1.0]), (5,), np.array([False]), np.array([False]))
+    assert math.isnan(m.segment_ndcg["NU-NI"]) and m.segment_ndcg["OU-OI"] == 1 / math.log2(3)

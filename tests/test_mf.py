@@ -1,0 +1,77 @@
+import numpy as np
+import torch
+
+from learner.config import TrainSpec
+from learner.mf import MF, bce_loss, mf_gradients, train_mf
+from learner.tables import EmbeddingTable
+from learner.vocab import Vocabulary, initial_rows
+
+
+def test_closed_form_gradients_equal_autograd():
+    torch.manual_seed(0)
+    pu, qi, qj = (torch.randn(7, 5, requires_grad=True) for _ in range(3))
+    l2 = 0.3
+    loss = bce_loss((pu * qi).sum(1), (pu * qj).sum(1)) + 0.5 * l2 * (pu.pow(2).sum() + qi.pow(2).sum() + qj.pow(2).sum())
+    loss.backward()
+    g_u, g_i, g_j = mf_gradients(pu.detach(), qi.detach(), qj.detach(), l2)
+    assert torch.allclose(g_u, pu.grad, atol=1e-6)
+    assert torch.allclose(g_i, qi.grad, atol=1e-6)
+    assert torch.allclose(g_j, qj.grad, atol=1e-6)
+
+
+def test_row_adam_matches_torch_sparse_adam():
+    torch.manual_seed(1)
+    weight = torch.randn(10, 3)
+    table = EmbeddingTable(weight.clone())
+    emb = torch.nn.Embedding.from_pretrained(weight.clone(), freeze=False, sparse=True)
+    opt = torch.optim.SparseAdam(emb.parameters(), lr=0.05)
+    for rows in ([1, 4, 4, 7], [4, 2], [9, 1, 0]):
+        idx = torch.tensor(rows)
+        target = torch.randn(len(rows), 3)
+        opt.zero_grad()
+        ((emb(idx) - target) ** 2).sum().backward()
+        opt.step()
+        out = table.weight[idx].requires_grad_(True)
+        ((out - target) ** 2).sum().backward()
+        unique, inverse = torch.unique(idx, return_inverse=True)
+        grad = torch.zeros(len(unique), 3).index_add_(0, inverse, out.grad)
+        table.adam_step(unique, grad, lr=0.05)
+    assert torch.allclose(table.weight, emb.weight.detach(), atol=1e-6)
+    untouched = [3, 5, 6, 8]
+    assert torch.equal(table.weight[untouched], weight[untouched])
+
+
+def test_training_on_learnable_data_lowers_the_loss_and_only_moves_used_rows():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 20, 400)
+    items = (users % 5) * 4 + rng.integers(0, 4, 400)  # each user likes one block of items
+    model = MF.from_rows(torch.randn(25, 8) * 0.1, torch.randn(30, 8) * 0.1)
+    before = model.copy()
+
+    def negatives(u, g):
+        return g.integers(20, 30, len(u))  # items 20..29 are never positives
+
+    def loss(m):
+        p, q = m.embeddings()
+        return bce_loss((p[users] * q[items]).sum(1), (p[users] * q[np.full(400, 25)]).sum(1)).item()
+
+    train_mf(model, users, items, negatives, TrainSpec(lr=0.05, batch=32, epochs=5), rng)
+    assert loss(model) < 0.5 * loss(before)
+    assert torch.equal(model.users.weight[20:], before.users.weight[20:]), "users 20-24 never trained"
+
+
+def test_initial_rows_depend_only_on_seed_and_raw_id():
+    a = initial_rows(["x", "y", "z"], "user", seed=3, dim=16, std=0.1)
+    b = initial_rows(["z", "x"], "user", seed=3, dim=16, std=0.1)
+    assert np.array_equal(a[0], b[1]) and np.array_equal(a[2], b[0])
+    assert not np.array_equal(a[0], initial_rows(["x"], "item", seed=3, dim=16, std=0.1)[0])
+    assert not np.array_equal(a[0], initial_rows(["x"], "user", seed=4, dim=16, std=0.1)[0])
+    big = initial_rows([str(i) for i in range(5000)], "user", seed=0, dim=16, std=0.1)
+    assert abs(big.mean()) < 0.003 and abs(big.std() - 0.1) < 0.003
+
+
+def test_vocabulary_grows_in_first_appearance_order():
+    vocab = Vocabulary()
+    assert vocab.register(["b", "a", "b", "c"]) == ["b", "a", "c"]
+    assert vocab.register(["c", "d"]) == ["d"]
+    assert vocab.lookup(["d", "b"]).tolist() == [3, 0]

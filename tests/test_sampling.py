@@ -1,0 +1,96 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from learner.candidates import sample_eval_candidates
+from learner.history import History
+from learner.negatives import sample_training_negatives
+
+
+def _stream(seed: int, n_prev: int, n_now: int, n_users: int, n_items: int):
+    """Previous periods and a current period; current items may be new (codes >= n_items)."""
+    rng = np.random.default_rng(seed)
+    history = History()
+    if n_prev:
+        history.extend(rng.integers(0, n_users, n_prev), rng.integers(0, n_items, n_prev))
+    users = rng.integers(0, n_users + 5, n_now)
+    items = rng.integers(0, n_items + 7, n_now)
+    return history, users, items
+
+
+def _brute_force_eligible(history, users, items, n_items_before, row):
+    pool = max(n_items_before, int(items[: row + 1].max()) + 1)
+    seen = {i for (u, i) in zip(history.users, history.items) if u == users[row]}
+    seen |= {i for u, i in zip(users[: row + 1], items[: row + 1]) if u == users[row]}
+    return set(range(pool)) - seen, pool
+
+
+@given(seed=st.integers(0, 10_000), n_prev=st.integers(0, 400), n_now=st.integers(1, 60),
+       n_items=st.integers(1, 60), n_neg=st.sampled_from([3, 20, 999]))
+def test_eval_candidates_follow_the_protocol(seed, n_prev, n_now, n_items, n_neg):
+    history, users, items = _stream(seed, n_prev, n_now, 12, n_items)
+    n_before = n_items if n_prev else 0
+    cand = sample_eval_candidates(history, users, items, n_before, n_neg, np.random.default_rng(seed), chunk_rows=7)
+    for row in range(n_now):
+        eligible, pool = _brute_force_eligible(history, users, items, n_before, row)
+        negs = cand.negatives[row, : cand.counts[row]]
+        assert len(set(negs.tolist())) == len(negs), "negatives are distinct"
+        assert set(negs.tolist()) <= eligible, "only seen items, none in the user's history so far"
+        assert cand.counts[row] == min(n_neg, len(eligible)), "all eligible when fewer than asked"
+        assert (cand.negatives[row, cand.counts[row]:] == -1).all()
+
+
+def test_large_pool_rejection_path_keeps_the_rules():
+    history, users, items = _stream(1, 50_000, 300, 200, 5_000)
+    cand = sample_eval_candidates(history, users, items, 5_000, 999, np.random.default_rng(0), chunk_rows=64)
+    assert (cand.counts == 999).all()
+    for row in range(0, 300, 37):
+        eligible, _ = _brute_force_eligible(history, users, items, 5_000, row)
+        negs = cand.negatives[row]
+        assert len(set(negs.tolist())) == 999 and set(negs.tolist()) <= eligible
+
+
+def test_eval_candidates_are_uniform_over_eligible_items():
+    # one user, 3,000 items, 30 in history: every eligible item should be drawn ~equally
+    history = History()
+    history.extend(np.zeros(30, dtype=np.int64), np.arange(30))
+    users = np.zeros(400, dtype=np.int64)
+    items = np.full(400, 2_999)
+    cand = sample_eval_candidates(history, users, items, 3_000, 999, np.random.default_rng(5))
+    counts = np.bincount(cand.negatives.ravel(), minlength=3_000)
+    assert counts[:30].sum() == 0 and counts[2_999] == 0
+    eligible = counts[30:2_999]
+    expected = 400 * 999 / len(eligible)
+    chi2 = ((eligible - expected) ** 2 / expected).sum()
+    # df = 2968: mean 2968, sd ~77; 5 sd is a generous bound for a fixed seed
+    assert chi2 < 2968 + 5 * 77
+
+
+def test_eval_candidates_are_deterministic_per_seed():
+    history, users, items = _stream(3, 2_000, 100, 50, 3_000)
+    a = sample_eval_candidates(history, users, items, 3_000, 999, np.random.default_rng(9))
+    b = sample_eval_candidates(history, users, items, 3_000, 999, np.random.default_rng(9))
+    c = sample_eval_candidates(history, users, items, 3_000, 999, np.random.default_rng(10))
+    assert np.array_equal(a.negatives, b.negatives) and not np.array_equal(a.negatives, c.negatives)
+
+
+@given(seed=st.integers(0, 10_000), n_items=st.integers(2, 40))
+def test_training_negatives_are_known_items_outside_the_users_history(seed, n_items):
+    rng = np.random.default_rng(seed)
+    history = History()
+    users = rng.integers(0, 10, 300)
+    items = rng.integers(0, n_items - 1, 300)  # nobody has seen the last item
+    history.extend(users, items)
+    neg = sample_training_negatives(history, n_items, users, np.random.default_rng(seed))
+    assert ((neg >= 0) & (neg < n_items)).all()
+    assert not history.contains(users, neg).any()
+
+
+def test_history_membership_and_user_items():
+    history = History()
+    history.extend(np.array([0, 0, 2]), np.array([5, 1, 1]))
+    history.extend(np.array([1, 0]), np.array([3, 5]))
+    assert history.contains(np.array([0, 0, 1, 2, 2]), np.array([5, 1, 3, 1, 5])).tolist() == [True, True, True, True, False]
+    rows, items = history.user_items(np.array([2, 0, 7]))
+    assert sorted(zip(rows.tolist(), items.tolist())) == [(0, 1), (1, 1), (1, 5)]
+    assert history.period_slice(1, 1)[0].tolist() == [1, 0]
