@@ -1,0 +1,17 @@
+# The README's two commands live here and in the README; .ci/run calls `make test`.
+PYTHON ?= python3
+
+.PHONY: test install services demo
+
+install:
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+# Java 17 and Maven for the local Kafka broker (jars come from Maven Central on first use).
+services:
+	scripts/install-services.sh
+
+test: install services
+	$(PYTHON) -m pytest --durations=20
+
+demo: install
+	rtsim run
