@@ -28,10 +28,15 @@ class _PeriodPairs:
         self.keys, self.first = keys[fresh], first[fresh]
 
 
+# Rows sampled together. Fixed, not a setting: the random numbers a row gets depend on its
+# chunk, and the negatives must be the same in every run and export with the same seed.
+CHUNK_ROWS = 512
+
+
 def sample_eval_candidates(history: History, users: np.ndarray, items: np.ndarray,
-                           n_items_before: int, n_negatives: int, rng: np.random.Generator,
-                           chunk_rows: int = 512) -> Candidates:
+                           n_items_before: int, n_negatives: int, rng: np.random.Generator) -> Candidates:
     """`history` holds the periods before this one; users/items are this period's codes."""
+    chunk_rows = CHUNK_ROWS
     n = len(users)
     out = np.full((n, n_negatives), -1, dtype=np.int64)
     counts = np.zeros(n, dtype=np.int64)

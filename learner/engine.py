@@ -79,7 +79,7 @@ class Engine:
             strategy.grow(user_rows, item_rows)
         candidates = sample_eval_candidates(
             shared.history, period.users, period.items, period.n_items_before,
-            self.cfg.eval.negatives, shared.rng("eval", t), self.cfg.eval.chunk_rows,
+            self.cfg.eval.negatives, shared.rng("eval", t),
         )
         new_user = period.users >= period.n_users_before
         new_item = period.items >= period.n_items_before

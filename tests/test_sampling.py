@@ -30,7 +30,7 @@ def _brute_force_eligible(history, users, items, n_items_before, row):
 def test_eval_candidates_follow_the_protocol(seed, n_prev, n_now, n_items, n_neg):
     history, users, items = _stream(seed, n_prev, n_now, 12, n_items)
     n_before = n_items if n_prev else 0
-    cand = sample_eval_candidates(history, users, items, n_before, n_neg, np.random.default_rng(seed), chunk_rows=7)
+    cand = sample_eval_candidates(history, users, items, n_before, n_neg, np.random.default_rng(seed))
     for row in range(n_now):
         eligible, pool = _brute_force_eligible(history, users, items, n_before, row)
         negs = cand.negatives[row, : cand.counts[row]]
@@ -41,10 +41,10 @@ def test_eval_candidates_follow_the_protocol(seed, n_prev, n_now, n_items, n_neg
 
 
 def test_large_pool_rejection_path_keeps_the_rules():
-    history, users, items = _stream(1, 50_000, 300, 200, 5_000)
-    cand = sample_eval_candidates(history, users, items, 5_000, 999, np.random.default_rng(0), chunk_rows=64)
+    history, users, items = _stream(1, 50_000, 1_300, 200, 5_000)  # crosses sampling chunks
+    cand = sample_eval_candidates(history, users, items, 5_000, 999, np.random.default_rng(0))
     assert (cand.counts == 999).all()
-    for row in range(0, 300, 37):
+    for row in list(range(0, 1_300, 97)) + [511, 512, 1_023, 1_024]:
         eligible, _ = _brute_force_eligible(history, users, items, 5_000, row)
         negs = cand.negatives[row]
         assert len(set(negs.tolist())) == 999 and set(negs.tolist()) <= eligible
