@@ -6,6 +6,7 @@ period's data only in `retrain`, which runs after its served model was scored on
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -39,7 +40,21 @@ class StrategyResult:
     eval_seconds: float
 
 
+class ControlError(ValueError):
+    """A control request that cannot be honoured; `status` is the HTTP-style code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Engine:
+    """Model of control: `enabled` strategies all train every period on the same data
+    ("shadow" training); one of them serves. A serving swap takes effect at once; enabling
+    or disabling takes effect at the next period boundary. A disabled strategy keeps its
+    state; re-enabled, it resumes it (or restarts from the serving model on request).
+    """
+
     def __init__(self, cfg: LearnerConfig, phases: list[str]) -> None:
         if "pretrain" not in phases[:1]:
             raise ValueError("the first period must be a pretrain period: every strategy starts from the base MF")
@@ -49,9 +64,13 @@ class Engine:
         self.shared = SharedState(cfg.seed, cfg.device, len(phases), self.phases)
         self.user_vocab = Vocabulary()
         self.item_vocab = Vocabulary()
-        self.strategies: dict[str, Strategy] = {}
+        self.strategies: dict[str, Strategy] = {}  # every strategy started so far, enabled or not
         self.base_model: MF | None = None  # the shared pretrained MF, once pretraining ran
+        self.enabled = list(cfg.strategies.enabled)
         self.serving = cfg.strategies.serving
+        self.swaps = 0
+        self._pending: list[tuple[str, str, bool]] = []  # (enable|disable, strategy, from_serving)
+        self._lock = threading.Lock()  # control requests arrive from other threads
         self.next_period = 0
         self._last_pretrain = max(t for t, p in enumerate(phases) if p == "pretrain")
 
@@ -70,12 +89,16 @@ class Engine:
         shared = self.shared
         if period.phase == "pretrain":
             shared.history.extend(period.users, period.items)
+            self._apply_pending()
             if t == self._last_pretrain:
                 self._start_strategies()
             return []
+        with self._lock:
+            active = {name: self.strategies[name] for name in self.enabled}
+            serving = self.serving
         user_rows = self._rows(new_users, "user")
         item_rows = self._rows(new_items, "item")
-        for strategy in self.strategies.values():
+        for strategy in active.values():
             strategy.grow(user_rows, item_rows)
         candidates = sample_eval_candidates(
             shared.history, period.users, period.items, period.n_items_before,
@@ -84,7 +107,7 @@ class Engine:
         new_user = period.users >= period.n_users_before
         new_item = period.items >= period.n_items_before
         scored = {}
-        for name, strategy in self.strategies.items():
+        for name, strategy in active.items():
             start = time.perf_counter()
             user_emb, item_emb = strategy.serving_embeddings()
             ranks = rank_positives(user_emb, item_emb, period.users, period.items,
@@ -95,18 +118,99 @@ class Engine:
         shared.history.extend(period.users, period.items)
         results = []
         n_candidates = float(candidates.counts.mean() + 1) if len(period.users) else 0.0
-        for name, strategy in self.strategies.items():
+        for name, strategy in active.items():
             start = time.perf_counter()
             strategy.retrain(period)
             retrain_seconds = time.perf_counter() - start
             metrics, eval_seconds = scored[name]
             results.append(StrategyResult(
-                period=t, phase=period.phase, strategy=name, serving=name == self.serving,
+                period=t, phase=period.phase, strategy=name, serving=name == serving,
                 n_interactions=len(period.users), n_new_users=len(new_users), n_new_items=len(new_items),
                 n_candidates=n_candidates, metrics=metrics,
                 retrain_seconds=retrain_seconds, eval_seconds=eval_seconds,
             ))
+        self._apply_pending()
         return results
+
+    # --- control -------------------------------------------------------------------
+
+    def control_state(self) -> dict:
+        with self._lock:
+            return {
+                "serving": self.serving,
+                "enabled": list(self.enabled),
+                "disabled": sorted(set(self.strategies) - set(self.enabled)),
+                "pending": [{"action": a, "strategy": n, "from_serving": f} for a, n, f in self._pending],
+                "swaps": self.swaps,
+                "next_period": self.next_period,
+            }
+
+    def set_serving(self, name: str) -> bool:
+        """Serve `name` from now on; returns whether the serving strategy changed."""
+        self._known(name)
+        with self._lock:
+            if name not in self.enabled:
+                raise ControlError(409, f"{name} is not enabled; enable it first (it starts at the next period)")
+            if self.strategies and name not in self.strategies:
+                raise ControlError(409, f"{name} starts at the next period boundary; serve it after that")
+            swapped = name != self.serving
+            self.serving = name
+            self.swaps += int(swapped)
+            return swapped
+
+    def request_enable(self, name: str, from_serving: bool = False) -> None:
+        self._known(name)
+        with self._lock:
+            if name in self.enabled and not from_serving:
+                raise ControlError(409, f"{name} is already enabled")
+            self._pending.append(("enable", name, from_serving))
+
+    def request_disable(self, name: str) -> None:
+        self._known(name)
+        with self._lock:
+            if name not in self.enabled:
+                raise ControlError(409, f"{name} is not enabled")
+            if name == self.serving:
+                raise ControlError(409, f"{name} is serving; serve another strategy before disabling it")
+            if len(self.enabled) == 1:
+                raise ControlError(409, "the last enabled strategy cannot be disabled")
+            self._pending.append(("disable", name, False))
+
+    def _known(self, name: str) -> None:
+        if name not in REGISTRY:
+            raise ControlError(404, f"unknown strategy {name!r}; known: {', '.join(REGISTRY)}")
+
+    def _apply_pending(self) -> None:
+        """Apply queued enable/disable requests at a period boundary."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            for action, name, from_serving in pending:
+                if action == "disable":
+                    if name in self.enabled and name != self.serving:
+                        self.enabled.remove(name)
+                    continue
+                if self.strategies:  # strategies run: start or resume it now
+                    if name not in self.strategies or from_serving:
+                        self.strategies[name] = self._new_strategy(name, self._serving_model())
+                    else:
+                        self._catch_up(self.strategies[name])
+                if name not in self.enabled:
+                    self.enabled.append(name)
+
+    def _serving_model(self) -> MF:
+        users, items = self.strategies[self.serving].serving_embeddings()
+        return MF.from_rows(users, items)
+
+    def _catch_up(self, strategy: Strategy) -> None:
+        """A resumed strategy gets the initial rows of ids registered while it was off."""
+        users, items = strategy.serving_embeddings()
+        strategy.grow(self._rows(self.user_vocab.ids[users.shape[0]:], "user"),
+                      self._rows(self.item_vocab.ids[items.shape[0]:], "item"))
+
+    def _new_strategy(self, name: str, base: MF) -> Strategy:
+        strategy = REGISTRY[name](getattr(self.cfg.strategies, name), self.shared)
+        strategy.start(base)
+        return strategy
 
     def _register(self, t: int, events: pd.DataFrame) -> tuple[Period, list[str], list[str]]:
         ordered = events.sort_values(["ts", "user", "item"], kind="mergesort")
@@ -135,7 +239,6 @@ class Engine:
         train_mf(base, history.users, history.items, self.shared.sample_negatives,
                  self.cfg.pretrain, self.shared.rng("pretrain"))
         self.base_model = base
-        for name in self.cfg.strategies.enabled:
-            strategy = REGISTRY[name](getattr(self.cfg.strategies, name), self.shared)
-            strategy.start(base)
-            self.strategies[name] = strategy
+        with self._lock:
+            for name in self.enabled:
+                self.strategies[name] = self._new_strategy(name, base)
