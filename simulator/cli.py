@@ -10,6 +10,7 @@ from pathlib import Path
 from replay_data.presets import preset_names
 from replay_data.rejects import MalformedInputError
 from replay_data.typed_config import ConfigError
+from simulator.bus import BusError
 
 EPILOG = """\
 examples:
@@ -36,6 +37,18 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_bus_options(parser: argparse.ArgumentParser, speed: bool = True) -> None:
+    group = parser.add_argument_group("transport")
+    group.add_argument("--bus", metavar="URL", help="memory (default) or kafka://HOST:PORT")
+    if speed:
+        group.add_argument("--speed", metavar="X", help="event-time seconds per wall second, or max (default)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
+    parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="root of run directories (default ./runs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsim", formatter_class=_formatter, epilog=EPILOG,
@@ -54,11 +67,44 @@ def build_parser() -> argparse.ArgumentParser:
         examples:
           rtsim run
           rtsim run --preset movielens --input ../shared/data/real/movielens-latest-small/ratings.csv
-          rtsim run --preset tiny --set learner.strategies.enabled=[sml,fine_tune] --set learner.strategies.serving=sml"""))
+          rtsim run --preset tiny --set learner.strategies.enabled=[sml,fine_tune] --set learner.strategies.serving=sml
+          rtsim run --preset tiny --bus kafka://127.0.0.1:9092     # the same run through Kafka"""))
     _add_config_options(run)
-    run.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
-    run.add_argument("--runs-dir", default="runs", metavar="DIR", help="root of run directories (default ./runs)")
+    _add_bus_options(run)
+    _add_run_options(run)
     run.set_defaults(func=_cmd_run)
+
+    replay = sub.add_parser("replay", help="the replay producer alone: push a prepared log onto the bus",
+                            formatter_class=_formatter, description=textwrap.dedent("""\
+        Publish the run manifest and replay the preset's prepared log onto
+        <prefix>.events.<run-id> at --speed (event-time seconds per wall second), with
+        watermarks on every partition and an end marker. Pair it with `rtsim learn`.
+
+        examples:
+          rtsim kafka up
+          rtsim replay --preset demo --bus kafka://127.0.0.1:9092
+          rtsim replay --preset movielens --input ratings.csv --bus kafka://127.0.0.1:9092 --speed 86400"""))
+    _add_config_options(replay)
+    _add_bus_options(replay)
+    replay.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
+    replay.set_defaults(func=_cmd_replay)
+
+    learn = sub.add_parser("learn", help="the learner alone: consume a replay from the bus and retrain",
+                           formatter_class=_formatter, description=textwrap.dedent("""\
+        Take the run manifest from <prefix>.runs (the newest run, or --run-id; waits for
+        one), consume its events, cut period windows and retrain every strategy. Never
+        opens the prepared log. Writes runs/<run-id>/ like `rtsim run`.
+
+        example:
+          rtsim learn --bus kafka://127.0.0.1:9092"""))
+    learn.add_argument("--preset", help="learner settings of this preset (default: the run's preset)")
+    learn.add_argument("--config", metavar="FILE", help="a YAML file layered over the preset")
+    learn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override one setting (repeatable)")
+    _add_bus_options(learn, speed=False)
+    _add_run_options(learn)
+    learn.add_argument("--wait", type=float, default=600.0, metavar="S", help="seconds to wait for a run manifest")
+    learn.set_defaults(func=_cmd_learn)
 
     prepare = sub.add_parser("prepare", help="read a raw log into a cached, period-cut event log",
                              formatter_class=_formatter, description=textwrap.dedent("""\
@@ -112,7 +158,12 @@ def _progress(args) -> bool:
 def _resolve(args, preset: str | None = None):
     from simulator.config import resolve
 
-    return resolve(args.preset or preset, args.config, args.overrides, args.input)
+    overrides = list(args.overrides)
+    if getattr(args, "bus", None):
+        overrides.append(f"bus.url={args.bus}")
+    if getattr(args, "speed", None):
+        overrides.append(f"replay.speed={args.speed}")
+    return resolve(args.preset or preset, args.config, overrides, getattr(args, "input", None))
 
 
 def _cmd_prepare(args) -> int:
@@ -163,20 +214,61 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from replay_data.prepared import prepare
     from simulator.rundir import RunDir, new_run_id
-    from simulator.run import prepared_periods, run_periods
+    from simulator.run import run_embedded
 
     cfg = _resolve(args)
-    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args))
+    log, cached = _prepare(cfg, args)
     run_dir = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset)).create(cfg)
     print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
-          f"{len(log.phases)} periods ({'cached' if cached else 'prepared'} log {log.path})", flush=True)
-    run_periods(cfg, log.phases, prepared_periods(log), run_dir, report=lambda line: print(line, flush=True))
+          f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
+          f"log {log.path})", flush=True)
+    run_embedded(cfg, log, run_dir, report=_say)
     print()
     print(run_dir.summary_md.read_text())
     print(f"run directory: {run_dir.path}")
     return 0
+
+
+def _cmd_replay(args) -> int:
+    from simulator.rundir import new_run_id
+    from simulator.run import replay
+
+    cfg = _resolve(args)
+    log, _ = _prepare(cfg, args)
+    replay(cfg, log, args.run_id or new_run_id(cfg.preset), report=_say)
+    return 0
+
+
+def _cmd_learn(args) -> int:
+    from simulator.config import resolve
+    from simulator.run import learn
+
+    overrides = list(args.overrides) + ([f"bus.url={args.bus}"] if args.bus else [])
+    preset = args.preset
+    if preset is None:  # the learner settings of the run's own preset
+        from learner.stream import find_manifest
+        from simulator.run import connect
+
+        base = resolve("demo", args.config, overrides)
+        bus = connect(base)
+        try:
+            preset = find_manifest(bus, base.bus.prefix, args.run_id, args.wait).get("preset", "demo")
+        finally:
+            bus.close()
+    cfg = resolve(preset, args.config, overrides)
+    learn(cfg, args.runs_dir, args.run_id, report=_say, wait_s=args.wait)
+    return 0
+
+
+def _prepare(cfg, args):
+    from replay_data.prepared import prepare
+
+    return prepare(cfg.data, args.data_dir, progress=_progress(args))
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["run", *(argv or [])])
     try:
         return args.func(args)
-    except (ConfigError, MalformedInputError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, MalformedInputError, FileNotFoundError, ValueError, BusError, TimeoutError) as err:
         print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -12,11 +13,36 @@ from replay_data.typed_config import ConfigError, build, merge, set_path, to_dic
 
 
 @dataclass(frozen=True)
+class ReplayConfig:
+    """How the producer paces the log onto the bus."""
+
+    speed: float | Literal["max"] = "max"  # event-time seconds per wall second
+    max_events_per_second: float | None = None
+    partitions: int = 3
+    block_events: int = 5000  # events between watermarks
+
+    def validate(self) -> None:
+        if self.speed != "max" and self.speed <= 0:
+            raise ConfigError(f"speed must be > 0 or 'max', got {self.speed}")
+        if self.partitions < 1 or self.block_events < 1:
+            raise ConfigError("partitions and block_events must be >= 1")
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    url: str = "memory"  # or kafka://HOST:PORT
+    prefix: str = "rtsim"  # topic prefix
+    connect_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     preset: str = "demo"
     description: str = ""
     data: DataConfig = DataConfig()
     learner: LearnerConfig = LearnerConfig()
+    replay: ReplayConfig = ReplayConfig()
+    bus: BusConfig = BusConfig()
 
 
 def resolve(preset: str | None = None, config_file: str | Path | None = None,

@@ -1,0 +1,125 @@
+"""The learner consumer: bus records -> period windows -> the engine, one period at a time.
+
+It knows the data only through the bus (the run manifest and the events topic), reads
+every partition by explicit assignment, and commits offsets only up to the first record
+that still feeds an open period, so a restart never skips an event.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from learner.engine import Engine, StrategyResult
+from learner.results import as_row
+from learner.windows import PeriodWindows
+from simulator.bus import Bus, Message
+from simulator.bus import wire
+
+log = logging.getLogger("rtsim.learner")
+
+PeriodCallback = Callable[[int, str, int, list[StrategyResult]], None]
+
+
+@dataclass
+class IngestStats:
+    rejected: Counter = field(default_factory=Counter)
+    records: int = 0
+    lag: int = 0
+
+
+def find_manifest(bus: Bus, prefix: str, run_id: str | None, wait_s: float,
+                  stop: threading.Event | None = None) -> dict:
+    """The manifest of `run_id`, or the newest one; waits up to wait_s for it to appear."""
+    topic = wire.runs_topic(prefix)
+    bus.create_topic(topic, 1, {"retention.ms": "-1"})
+    consumer = bus.consumer(topic, group=f"rtsim-manifest-reader-{time.time_ns()}")
+    deadline = time.monotonic() + wait_s
+    newest = None
+    try:
+        while True:
+            for message in consumer.poll(0.5):
+                try:
+                    manifest = json.loads(message.value)
+                except ValueError:
+                    continue
+                if run_id is None or manifest.get("run_id") == run_id:
+                    newest = manifest
+            if newest is not None and consumer.positions() == consumer.end_offsets():
+                return newest
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                wanted = f"run {run_id!r}" if run_id else "any run"
+                raise TimeoutError(f"no manifest for {wanted} on {topic} after {wait_s:.0f} s: "
+                                   "start the producer (`rtsim replay ...`) or check --run-id")
+    finally:
+        consumer.close()
+
+
+class StreamLearner:
+    def __init__(self, bus: Bus, engine: Engine, manifest: dict, *, prefix: str = "rtsim",
+                 group: str | None = None, on_period: PeriodCallback | None = None,
+                 deadletter: Callable[[dict], None] | None = None) -> None:
+        self.bus = bus
+        self.engine = engine
+        self.manifest = manifest
+        self.run_id = manifest["run_id"]
+        self.prefix = prefix
+        self.topic = wire.events_topic(prefix, self.run_id)
+        self.group = group or f"rtsim-learner-{self.run_id}"
+        self.windows = PeriodWindows(manifest["schedule"], bus.partitions(self.topic))
+        self.stats = IngestStats()
+        self.on_period = on_period or (lambda *args: None)
+        self._deadletter = deadletter or self._deadletter_topic
+        self._producer = bus.producer()
+
+    def run(self, stop: threading.Event | None = None, poll_timeout_s: float = 0.5) -> None:
+        """Consume until every period has closed (or `stop` is set)."""
+        stop = stop or threading.Event()
+        consumer = self.bus.consumer(self.topic, self.group)
+        try:
+            while not self.windows.finished and not stop.is_set():
+                for message in consumer.poll(poll_timeout_s):
+                    self._ingest(message)
+                self.stats.lag = sum(consumer.end_offsets().values()) - sum(consumer.positions().values())
+                for t, events in self.windows.pop_closed():
+                    self._close(t, events)
+                    consumer.commit(self.windows.safe_positions(consumer.positions()))
+        finally:
+            consumer.close()
+            self._producer.close()
+
+    def _ingest(self, message: Message) -> None:
+        self.stats.records += 1
+        try:
+            decoded = wire.decode(message.headers, message.value)
+        except wire.DecodeError as err:
+            self.stats.rejected[err.reason] += 1
+            log.warning("rejected record %s/%d@%d: %s", message.topic, message.partition, message.offset, err)
+            self._deadletter({"reason": err.reason, "detail": str(err), "topic": message.topic,
+                              "partition": message.partition, "offset": message.offset,
+                              "raw_base64": base64.b64encode(message.value).decode()})
+            return
+        if decoded.kind == wire.EVENTS:
+            self.windows.add(message.partition, message.offset, decoded.ts, decoded.users, decoded.items)
+        elif decoded.kind == wire.WATERMARK:
+            self.windows.watermark(message.partition, int(decoded.ts[0]))
+        else:
+            self.windows.end(message.partition)
+
+    def _close(self, t: int, events) -> None:
+        results = self.engine.close_period(t, events)
+        for result in results:
+            row = {"run_id": self.run_id, **{k: None if v != v else v for k, v in as_row(result).items()}}
+            self._producer.send(wire.results_topic(self.prefix), json.dumps(row).encode(), partition=0,
+                                key=self.run_id.encode(), headers=wire.headers("result"))
+        self._producer.flush()
+        self.on_period(t, self.engine.phases[t], len(events), results)
+
+    def _deadletter_topic(self, record: dict) -> None:
+        self._producer.send(wire.deadletter_topic(self.prefix), json.dumps(record).encode(), partition=0,
+                            headers=wire.headers("deadletter"))

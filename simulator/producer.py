@@ -1,0 +1,155 @@
+"""The replay producer: pushes a prepared log onto the bus at accelerated event time.
+
+Pacing: the event at time ts is sent at wall time start + (ts - ts0) / speed (speed 3600
+= one hour of log per second; None = as fast as possible), optionally capped in events
+per second. Events go out in blocks; each block is followed by a watermark on every
+partition, so the learner can close a period even when some partition is quiet.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from replay_data.prepared import PreparedLog
+from simulator.bus import Bus
+from simulator.bus import wire
+
+
+@dataclass
+class ReplayStats:
+    """What the producer has done; read by its metrics and progress output."""
+
+    produced: int = 0
+    event_time: int = 0
+    speed: float | None = None
+    done: bool = False
+
+
+@dataclass
+class ReplaySettings:
+    partitions: int = 3
+    speed: float | None = None  # event-time seconds per wall second; None = max
+    max_events_per_second: float | None = None
+    block_events: int = 5000  # events between watermarks
+    prefix: str = "rtsim"
+    extra_manifest: dict = field(default_factory=dict)
+
+
+class ReplayProducer:
+    def __init__(self, bus: Bus, log: PreparedLog, run_id: str, settings: ReplaySettings) -> None:
+        self.bus = bus
+        self.log = log
+        self.run_id = run_id
+        self.settings = settings
+        self.topic = wire.events_topic(settings.prefix, run_id)
+        self.stats = ReplayStats(speed=settings.speed)
+        self._resume = threading.Event()
+        self._resume.set()
+
+    def manifest(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "dataset": self.log.manifest["dataset"],
+            "schedule": [int(e) for e in self.log.schedule.edges],
+            "phases": self.log.phases,
+            "speed": self.settings.speed if self.settings.speed is not None else "max",
+            "n_events": int(len(self.log.ts)),
+            "partitions": self.settings.partitions,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "format": wire.FORMAT,
+            **self.settings.extra_manifest,
+        }
+
+    def publish_manifest(self) -> dict:
+        """Create the run's topics and announce the run on the runs topic."""
+        prefix = self.settings.prefix
+        self.bus.create_topic(self.topic, self.settings.partitions, {"retention.ms": "-1"})
+        for name in (wire.runs_topic(prefix), wire.results_topic(prefix), wire.deadletter_topic(prefix)):
+            self.bus.create_topic(name, 1, {"retention.ms": "-1"})
+        manifest = self.manifest()
+        producer = self.bus.producer()
+        producer.send(wire.runs_topic(prefix), json.dumps(manifest).encode(), partition=0,
+                      key=self.run_id.encode(), headers=wire.headers("manifest"))
+        producer.close()
+        return manifest
+
+    def set_speed(self, speed: float | None) -> None:
+        self.settings.speed = speed
+        self.stats.speed = speed
+        self._anchor = None  # re-anchor pacing at the current event time
+
+    def pause(self) -> None:
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    def run(self, stop: threading.Event | None = None, start_row: int = 0) -> ReplayStats:
+        """Send every event from `start_row`, then `end` on every partition."""
+        stop = stop or threading.Event()
+        log, parts = self.log, self.settings.partitions
+        producer = self.bus.producer()
+        user_ids = log.user_ids
+        partition_of = np.array([wire.partition_for(u, parts) for u in user_ids], dtype=np.int64)
+        self._anchor = None
+        block = self.settings.block_events
+        if self.settings.max_events_per_second:
+            block = max(1, min(block, int(self.settings.max_events_per_second)))
+        try:
+            row = start_row
+            while row < len(log.ts) and not stop.is_set():
+                if not self._resume.is_set():
+                    while not self._resume.wait(0.2) and not stop.is_set():
+                        pass
+                    self._anchor = None  # no burst to catch up after a pause
+                    continue
+                hi = min(len(log.ts), row + block)
+                self._wait_turn(int(log.ts[row]), row, stop)
+                self._send_block(producer, row, hi, partition_of)
+                next_ts = int(log.ts[hi]) if hi < len(log.ts) else int(log.ts[-1]) + 1
+                for p in range(parts):
+                    producer.send(self.topic, wire.encode_watermark(next_ts), partition=p, headers=wire.headers(wire.WATERMARK))
+                self.stats.produced += hi - row
+                self.stats.event_time = int(log.ts[hi - 1])
+                row = hi
+            if row >= len(log.ts):
+                for p in range(parts):
+                    producer.send(self.topic, b"", partition=p, headers=wire.headers(wire.END))
+                self.stats.done = True
+        finally:
+            producer.close()  # flushes what was produced, also on Ctrl-C
+        return self.stats
+
+    def _send_block(self, producer, lo: int, hi: int, partition_of: np.ndarray) -> None:
+        log = self.log
+        users, items = log.users[lo:hi], log.items[lo:hi]
+        parts = partition_of[users]
+        for p in np.unique(parts):
+            rows = np.flatnonzero(parts == p)
+            for start in range(0, len(rows), wire.MAX_EVENTS_PER_RECORD):
+                chunk = rows[start : start + wire.MAX_EVENTS_PER_RECORD]
+                value = wire.encode_events(log.ts[lo:hi][chunk], list(log.user_ids[users[chunk]]),
+                                           list(log.item_ids[items[chunk]]))
+                producer.send(self.topic, value, partition=int(p), key=log.user_ids[users[chunk[0]]].encode(),
+                              headers=wire.headers(wire.EVENTS))
+
+    def _wait_turn(self, ts: int, row: int, stop: threading.Event) -> None:
+        """Sleep until event time `ts` (at the current speed) and row `row` (under the cap) are due."""
+        speed, cap = self.settings.speed, self.settings.max_events_per_second
+        if speed is None and cap is None:
+            return
+        now = time.monotonic()
+        if self._anchor is None:
+            self._anchor = (now, ts, row)
+        wall0, ts0, row0 = self._anchor
+        due = now
+        if speed is not None:
+            due = max(due, wall0 + (ts - ts0) / speed)
+        if cap is not None:
+            due = max(due, wall0 + (row - row0) / cap)
+        if due > now:
+            stop.wait(due - now)
