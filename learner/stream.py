@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from learner.engine import Engine, StrategyResult
+from learner.metrics import LearnerMetrics, period_wall_seconds
 from learner.results import as_row
 from learner.windows import PeriodWindows
 from simulator.bus import Bus, Message
@@ -63,7 +64,8 @@ def find_manifest(bus: Bus, prefix: str, run_id: str | None, wait_s: float,
 class StreamLearner:
     def __init__(self, bus: Bus, engine: Engine, manifest: dict, *, prefix: str = "rtsim",
                  group: str | None = None, on_period: PeriodCallback | None = None,
-                 deadletter: Callable[[dict], None] | None = None) -> None:
+                 deadletter: Callable[[dict], None] | None = None,
+                 metrics: LearnerMetrics | None = None) -> None:
         self.bus = bus
         self.engine = engine
         self.manifest = manifest
@@ -75,6 +77,9 @@ class StreamLearner:
         self.stats = IngestStats()
         self.on_period = on_period or (lambda *args: None)
         self._deadletter = deadletter or self._deadletter_topic
+        self.metrics = metrics
+        speed = manifest.get("speed", "max")
+        self._speed = None if speed == "max" else float(speed)
         self._producer = bus.producer()
 
     def run(self, stop: threading.Event | None = None, poll_timeout_s: float = 0.5) -> None:
@@ -86,6 +91,7 @@ class StreamLearner:
                 for message in consumer.poll(poll_timeout_s):
                     self._ingest(message)
                 self.stats.lag = sum(consumer.end_offsets().values()) - sum(consumer.positions().values())
+                self._observe_ingest()
                 for t, events in self.windows.pop_closed():
                     self._close(t, events)
                     consumer.commit(self.windows.safe_positions(consumer.positions()))
@@ -118,7 +124,18 @@ class StreamLearner:
             self._producer.send(wire.results_topic(self.prefix), json.dumps(row).encode(), partition=0,
                                 key=self.run_id.encode(), headers=wire.headers("result"))
         self._producer.flush()
+        if self.metrics is not None:
+            engine = self.engine
+            self.metrics.observe_period(t, results, engine.serving, len(engine.user_vocab), len(engine.item_vocab),
+                                        period_wall_seconds(self.manifest["schedule"], t, self._speed))
         self.on_period(t, self.engine.phases[t], len(events), results)
+
+    def _observe_ingest(self) -> None:
+        if self.metrics is None:
+            return
+        windows = self.windows.stats
+        rejected = {**self.stats.rejected, **windows.outside}
+        self.metrics.observe_ingest(windows.consumed, rejected, windows.late, self.stats.lag)
 
     def _deadletter_topic(self, record: dict) -> None:
         self._producer.send(wire.deadletter_topic(self.prefix), json.dumps(record).encode(), partition=0,

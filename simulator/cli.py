@@ -44,6 +44,19 @@ def _add_bus_options(parser: argparse.ArgumentParser, speed: bool = True) -> Non
         group.add_argument("--speed", metavar="X", help="event-time seconds per wall second, or max (default)")
 
 
+def _add_serve_options(parser: argparse.ArgumentParser, side: str, keep: bool = True) -> None:
+    group = parser.add_argument_group("serving (metrics and control API; 0 picks a free port)")
+    prefix = "producer_" if side == "producer" else ""
+    group.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help=f"{side} Prometheus metrics (default {9109 if side == 'producer' else 9108})")
+    group.add_argument("--control-port", type=int, metavar="PORT",
+                       help=f"{side} control API (default {8766 if side == 'producer' else 8765})")
+    group.add_argument("--host", metavar="ADDR", help="bind address (default 127.0.0.1; another needs a token)")
+    if keep:
+        group.add_argument("--keep-serving", action="store_true", help="keep serving after the run ends, until Ctrl-C")
+    parser.set_defaults(serve_prefix=prefix)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
     parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="root of run directories (default ./runs)")
@@ -71,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
           rtsim run --preset tiny --bus kafka://127.0.0.1:9092     # the same run through Kafka"""))
     _add_config_options(run)
     _add_bus_options(run)
+    _add_serve_options(run, "learner")
     _add_run_options(run)
     run.set_defaults(func=_cmd_run)
 
@@ -86,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
           rtsim replay --preset movielens --input ratings.csv --bus kafka://127.0.0.1:9092 --speed 86400"""))
     _add_config_options(replay)
     _add_bus_options(replay)
+    _add_serve_options(replay, "producer", keep=False)
     replay.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
     replay.set_defaults(func=_cmd_replay)
 
@@ -102,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                        help="override one setting (repeatable)")
     _add_bus_options(learn, speed=False)
+    _add_serve_options(learn, "learner")
     _add_run_options(learn)
     learn.add_argument("--wait", type=float, default=600.0, metavar="S", help="seconds to wait for a run manifest")
     learn.set_defaults(func=_cmd_learn)
@@ -148,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.kafka_cli import add_kafka_parser
 
     add_kafka_parser(sub)
+    from simulator.report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -158,12 +177,19 @@ def _progress(args) -> bool:
 def _resolve(args, preset: str | None = None):
     from simulator.config import resolve
 
+    return resolve(args.preset or preset, args.config, _cli_overrides(args), getattr(args, "input", None))
+
+
+def _cli_overrides(args) -> list[str]:
+    """Flags that are shorthands for --set, appended after the explicit --set options."""
     overrides = list(args.overrides)
-    if getattr(args, "bus", None):
-        overrides.append(f"bus.url={args.bus}")
-    if getattr(args, "speed", None):
-        overrides.append(f"replay.speed={args.speed}")
-    return resolve(args.preset or preset, args.config, overrides, getattr(args, "input", None))
+    side = getattr(args, "serve_prefix", "")
+    for flag, key in (("bus", "bus.url"), ("speed", "replay.speed"), ("host", "serve.host"),
+                      ("metrics_port", f"serve.{side}metrics_port"), ("control_port", f"serve.{side}control_port")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides
 
 
 def _cmd_prepare(args) -> int:
@@ -223,7 +249,7 @@ def _cmd_run(args) -> int:
     print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
           f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
           f"log {log.path})", flush=True)
-    run_embedded(cfg, log, run_dir, report=_say)
+    run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving)
     print()
     print(run_dir.summary_md.read_text())
     print(f"run directory: {run_dir.path}")
@@ -244,7 +270,7 @@ def _cmd_learn(args) -> int:
     from simulator.config import resolve
     from simulator.run import learn
 
-    overrides = list(args.overrides) + ([f"bus.url={args.bus}"] if args.bus else [])
+    overrides = _cli_overrides(args)
     preset = args.preset
     if preset is None:  # the learner settings of the run's own preset
         from learner.stream import find_manifest
@@ -257,7 +283,7 @@ def _cmd_learn(args) -> int:
         finally:
             bus.close()
     cfg = resolve(preset, args.config, overrides)
-    learn(cfg, args.runs_dir, args.run_id, report=_say, wait_s=args.wait)
+    learn(cfg, args.runs_dir, args.run_id, report=_say, wait_s=args.wait, keep_serving=args.keep_serving)
     return 0
 
 

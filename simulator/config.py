@@ -36,6 +36,18 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """Where the learner and the producer serve metrics and their control APIs (0 = a free port)."""
+
+    host: str = "127.0.0.1"  # another address needs a control token (RTSIM_CONTROL_TOKEN or token_file)
+    metrics_port: int = 9108
+    producer_metrics_port: int = 9109
+    control_port: int = 8765
+    producer_control_port: int = 8766
+    token_file: str | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     preset: str = "demo"
     description: str = ""
@@ -43,6 +55,7 @@ class RunConfig:
     learner: LearnerConfig = LearnerConfig()
     replay: ReplayConfig = ReplayConfig()
     bus: BusConfig = BusConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 def resolve(preset: str | None = None, config_file: str | Path | None = None,

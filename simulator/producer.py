@@ -11,12 +11,16 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from replay_data.prepared import PreparedLog
 from simulator.bus import Bus
 from simulator.bus import wire
+
+if TYPE_CHECKING:  # simulator.metrics reads ReplayStats from here
+    from simulator.metrics import ProducerMetrics
 
 
 @dataclass
@@ -40,8 +44,10 @@ class ReplaySettings:
 
 
 class ReplayProducer:
-    def __init__(self, bus: Bus, log: PreparedLog, run_id: str, settings: ReplaySettings) -> None:
+    def __init__(self, bus: Bus, log: PreparedLog, run_id: str, settings: ReplaySettings,
+                 metrics: ProducerMetrics | None = None) -> None:
         self.bus = bus
+        self.metrics = metrics
         self.log = log
         self.run_id = run_id
         self.settings = settings
@@ -115,6 +121,8 @@ class ReplayProducer:
                     producer.send(self.topic, wire.encode_watermark(next_ts), partition=p, headers=wire.headers(wire.WATERMARK))
                 self.stats.produced += hi - row
                 self.stats.event_time = int(log.ts[hi - 1])
+                if self.metrics is not None:
+                    self.metrics.observe(self.stats)
                 row = hi
             if row >= len(log.ts):
                 for p in range(parts):

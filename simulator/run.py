@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterable
 import pandas as pd
 
 from learner.engine import Engine, StrategyResult
+from learner.metrics import LearnerMetrics, serve
 from learner.results import PeriodsCsv, summary_markdown
 from learner.stream import StreamLearner, find_manifest
 from replay_data.prepared import PreparedLog
 from simulator.bus import Bus, open_bus
 from simulator.config import RunConfig
+from simulator.metrics import ProducerMetrics
 from simulator.producer import ReplayProducer, ReplaySettings
 from simulator.rundir import RunDir
 
@@ -41,6 +43,42 @@ def replay_settings(cfg: RunConfig, preset: str) -> ReplaySettings:
                           max_events_per_second=cfg.replay.max_events_per_second,
                           block_events=cfg.replay.block_events, prefix=cfg.bus.prefix,
                           extra_manifest={"preset": preset})
+
+
+class Endpoints:
+    """The servers a process runs (metrics exporters, control APIs) and their addresses."""
+
+    def __init__(self, report: Report) -> None:
+        self.addresses: dict[str, dict[str, str]] = {}
+        self._closers: list[Callable[[], None]] = []
+        self.report = report
+
+    def metrics(self, side: str, registry, host: str, port: int, option: str) -> None:
+        server, bound = serve(registry, host, port, option=option)
+        self._add(side, "metrics", f"http://{host}:{bound}/metrics", lambda: (server.shutdown(), server.server_close()))
+
+    def _add(self, side: str, kind: str, url: str, close: Callable[[], object]) -> None:
+        self.addresses.setdefault(side, {})[kind] = url
+        self._closers.append(close)
+        self.report(f"{side} {kind}: {url}")
+
+    def write(self, run_dir: RunDir) -> None:
+        run_dir.write_endpoints(self.addresses)
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            close()
+        self._closers.clear()
+
+
+def hold(report: Report) -> None:
+    """--keep-serving: keep metrics and control APIs up until interrupted."""
+    report("run finished; still serving metrics and control (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 class RunRecorder:
@@ -71,40 +109,57 @@ class RunRecorder:
             handle.write(json.dumps(record) + "\n")
 
 
-def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Report = print) -> pd.DataFrame:
+def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Report = print,
+                 keep_serving: bool = False) -> pd.DataFrame:
     """Producer (a thread) and learner (this thread) in one process, over cfg.bus."""
     bus = connect(cfg)
-    producer = ReplayProducer(bus, log, run_dir.run_id, replay_settings(cfg, cfg.preset))
-    manifest = producer.publish_manifest()
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            producer.run(stop)
-        except BaseException as err:  # re-raised in the main thread below
-            failure.append(err)
-            stop.set()
-
-    thread = threading.Thread(target=produce, name="rtsim-replay", daemon=True)
-    thread.start()
+    endpoints = Endpoints(report)
     try:
-        frame = _learn(bus, cfg, manifest, run_dir, report, stop)
+        producer_metrics, learner_metrics = ProducerMetrics(), LearnerMetrics()
+        endpoints.metrics("producer", producer_metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
+                          "--set serve.producer_metrics_port=PORT")
+        endpoints.metrics("learner", learner_metrics.registry, cfg.serve.host, cfg.serve.metrics_port,
+                          "--metrics-port")
+        endpoints.write(run_dir)
+        producer = ReplayProducer(bus, log, run_dir.run_id, replay_settings(cfg, cfg.preset), producer_metrics)
+        manifest = producer.publish_manifest()
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                producer.run(stop)
+            except BaseException as err:  # re-raised in the main thread below
+                failure.append(err)
+                stop.set()
+
+        thread = threading.Thread(target=produce, name="rtsim-replay", daemon=True)
+        thread.start()
+        try:
+            frame = _learn(bus, cfg, manifest, run_dir, report, stop, learner_metrics)
+        finally:
+            stop.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+        if keep_serving:
+            hold(report)
+        return frame
     finally:
-        stop.set()
-        thread.join()
+        endpoints.close()
         bus.close()
-    if failure:
-        raise failure[0]
-    return frame
 
 
 def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print,
            stop: threading.Event | None = None) -> dict:
     """The producer alone (`rtsim replay`)."""
     bus = connect(cfg)
+    endpoints = Endpoints(report)
     try:
-        producer = ReplayProducer(bus, log, run_id, replay_settings(cfg, cfg.preset))
+        metrics = ProducerMetrics()
+        endpoints.metrics("producer", metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
+                          "--metrics-port")
+        producer = ReplayProducer(bus, log, run_id, replay_settings(cfg, cfg.preset), metrics)
         manifest = producer.publish_manifest()
         report(f"replaying run {run_id}: {manifest['n_events']:,} events onto {producer.topic} "
                f"({cfg.replay.partitions} partitions, speed {manifest['speed']})")
@@ -112,30 +167,40 @@ def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print
         report(f"done: {stats.produced:,} events produced" + ("" if stats.done else " (stopped early)"))
         return manifest
     finally:
+        endpoints.close()
         bus.close()
 
 
 def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = print,
-          wait_s: float = 600.0, stop: threading.Event | None = None) -> pd.DataFrame:
+          wait_s: float = 600.0, stop: threading.Event | None = None, keep_serving: bool = False) -> pd.DataFrame:
     """The learner alone (`rtsim learn`): the run manifest comes from the bus."""
     bus = connect(cfg)
+    endpoints = Endpoints(report)
     try:
         manifest = find_manifest(bus, cfg.bus.prefix, run_id, wait_s, stop)
         run_dir = RunDir(runs_root, manifest["run_id"]).create(cfg)
         report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
                f"run directory {run_dir.path}")
-        return _learn(bus, cfg, manifest, run_dir, report, stop or threading.Event())
+        metrics = LearnerMetrics()
+        endpoints.metrics("learner", metrics.registry, cfg.serve.host, cfg.serve.metrics_port, "--metrics-port")
+        endpoints.write(run_dir)
+        frame = _learn(bus, cfg, manifest, run_dir, report, stop or threading.Event(), metrics)
+        if keep_serving:
+            hold(report)
+        return frame
     finally:
+        endpoints.close()
         bus.close()
 
 
 def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Report,
-           stop: threading.Event) -> pd.DataFrame:
+           stop: threading.Event, metrics: LearnerMetrics) -> pd.DataFrame:
     engine = Engine(cfg.learner, manifest["phases"])
+    metrics.set_serving(engine.serving, engine.enabled, swapped=False)
     recorder = RunRecorder(cfg, run_dir, engine, report)
     deadletter = recorder.deadletter_file if cfg.bus.url == "memory" else None
     learner = StreamLearner(bus, engine, manifest, prefix=cfg.bus.prefix,
-                            on_period=recorder.on_period, deadletter=deadletter)
+                            on_period=recorder.on_period, deadletter=deadletter, metrics=metrics)
     learner.run(stop)
     return recorder.finish()
 

@@ -1,0 +1,178 @@
+"""The same config gives the same periods over every transport, and the bus loses nothing."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pandas as pd
+import pytest
+
+from learner.engine import Engine
+from learner.results import as_row
+from learner.stream import StreamLearner
+from replay_data.prepared import prepare
+from simulator.bus import wire
+from simulator.bus.memory import MemoryBus
+from simulator.config import resolve
+from simulator.kafka_local import free_port
+from simulator.producer import ReplayProducer
+from simulator.run import prepared_periods, replay_settings, run_embedded
+from simulator.rundir import RunDir
+
+pytestmark = pytest.mark.slow
+
+
+def _deterministic(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in frame.columns if c.endswith("_seconds")])
+
+
+@pytest.fixture(scope="module")
+def tiny_log(tmp_path_factory):
+    cfg = resolve("tiny")
+    log, _ = prepare(cfg.data, tmp_path_factory.mktemp("prepared"), progress=False)
+    return log
+
+
+@pytest.fixture(scope="module")
+def direct_periods(tiny, tiny_log):
+    """periods.csv rows of the engine fed straight from the prepared log (no bus)."""
+    cfg, phases, periods = tiny
+    engine = Engine(cfg.learner, phases)
+    rows = [as_row(r) for t, events in periods for r in engine.close_period(t, events)]
+    return _deterministic(pd.DataFrame(rows))
+
+
+def _run(tmp_path, tiny_log, overrides, run_id):
+    cfg = resolve("tiny", overrides=overrides)
+    run_dir = RunDir(tmp_path / "runs", run_id).create(cfg)
+    run_embedded(cfg, tiny_log, run_dir, report=lambda line: None)
+    return _deterministic(pd.read_csv(run_dir.periods_csv))
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_exact=True,
+                                  check_dtype=False)
+
+
+def test_memory_bus_equals_the_direct_engine(tmp_path, tiny_log, direct_periods):
+    _same(_run(tmp_path, tiny_log, [], "mem"), direct_periods)
+
+
+@pytest.mark.kafka
+def test_kafka_with_three_partitions_equals_the_memory_bus(tmp_path, tiny_log, direct_periods, kafka_bootstrap):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    frame = _run(tmp_path, tiny_log, [f"bus.url=kafka://{kafka_bootstrap}", f"bus.prefix={prefix}",
+                                      "replay.partitions=3"], "kafka")
+    _same(frame, direct_periods)
+
+
+@pytest.mark.kafka
+def test_two_processes_equal_the_embedded_run(tmp_path, direct_periods, kafka_bootstrap):
+    """`rtsim replay` and `rtsim learn` as separate processes; the learner has no prepared log."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    common = ["--bus", f"kafka://{kafka_bootstrap}", "--set", f"bus.prefix={prefix}", "--run-id", "two"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "learner-cache")}  # nothing prepared there
+    learner = subprocess.Popen([sys.executable, "-m", "simulator.cli", "learn", "--preset", "tiny",
+                                "--runs-dir", str(tmp_path / "runs"), "--wait", "120", *common],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    replay = subprocess.run([sys.executable, "-m", "simulator.cli", "replay", "--preset", "tiny",
+                             "--data-dir", str(tmp_path / "prepared"), "--no-progress", *common],
+                            capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    out, _ = learner.communicate(timeout=300)
+    assert learner.returncode == 0, out
+    assert not (tmp_path / "learner-cache" / "rtsim" / "prepared").exists()
+    _same(_deterministic(pd.read_csv(tmp_path / "runs" / "two" / "periods.csv")), direct_periods)
+
+
+def _produce_and_learn(bus, log, cfg, run_id, inject=None):
+    settings = replay_settings(cfg, "tiny")
+    producer = ReplayProducer(bus, log, run_id, settings)
+    manifest = producer.publish_manifest()
+    if inject:
+        inject(bus, producer.topic)
+    producer.run()
+    deadletters: list[dict] = []
+    engine = Engine(cfg.learner, manifest["phases"])
+    learner = StreamLearner(bus, engine, manifest, prefix=settings.prefix,
+                            deadletter=deadletters.append if isinstance(bus, MemoryBus) else None)
+    learner.run()
+    return learner, deadletters
+
+
+def _topic_events(bus, topic):
+    consumer = bus.consumer(topic, f"count-{uuid.uuid4().hex}")
+    total, end = 0, consumer.end_offsets()
+    while consumer.positions() != end:
+        for message in consumer.poll(1.0):
+            if message.headers.get(wire.TYPE_HEADER) == wire.EVENTS:
+                try:
+                    total += len(wire.decode(message.headers, message.value).ts)
+                except wire.DecodeError:
+                    pass
+    consumer.close()
+    return total
+
+
+def _inject_bad_records(bus, topic):
+    producer = bus.producer()
+    bad = [(b"{nope", wire.headers(wire.EVENTS)), (b'{"ts": 1, "user": "u"}', wire.headers(wire.EVENTS)),
+           (b"\xff\xfe", wire.headers(wire.EVENTS)), (b"{}", {wire.TYPE_HEADER: "events", wire.FORMAT_HEADER: "7"})]
+    for value, headers in bad:
+        producer.send(topic, value, partition=0, headers=headers)
+    producer.close()
+
+
+@pytest.mark.parametrize("transport", ["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def test_consumed_events_equal_the_topic_and_bad_records_are_dead_lettered(request, tiny_log, transport):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    if transport == "memory":
+        bus, url = MemoryBus(), "memory"
+    else:
+        from simulator.bus.kafka import KafkaBus
+
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        bus, url = KafkaBus(bootstrap), f"kafka://{bootstrap}"
+    cfg = resolve("tiny", overrides=[f"bus.url={url}", f"bus.prefix={prefix}"])
+    learner, deadletters = _produce_and_learn(bus, tiny_log, cfg, "count", inject=_inject_bad_records)
+    topic = wire.events_topic(prefix, "count")
+    assert learner.windows.stats.consumed == _topic_events(bus, topic) == len(tiny_log.ts)
+    assert dict(learner.stats.rejected) == {"bad_json": 1, "missing_field": 1, "not_utf8": 1, "bad_format": 1}
+    if transport == "memory":
+        letters = deadletters
+    else:
+        consumer = bus.consumer(wire.deadletter_topic(prefix), f"dl-{uuid.uuid4().hex}")
+        letters = [json.loads(m.value) for _ in range(20) for m in consumer.poll(0.5)]
+        consumer.close()
+    assert sorted(d["reason"] for d in letters) == ["bad_format", "bad_json", "missing_field", "not_utf8"]
+    assert all(d["topic"] == topic and d["partition"] == 0 and "raw_base64" in d for d in letters)
+    bus.close()
+
+
+def test_unreachable_broker_fails_fast_with_a_clear_error(tmp_path):
+    port = free_port()
+    result = subprocess.run([sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--bus",
+                             f"kafka://127.0.0.1:{port}", "--set", "bus.connect_timeout_s=2",
+                             "--runs-dir", str(tmp_path), "--data-dir", str(tmp_path / "prepared"), "--no-progress"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr and "rtsim kafka up" in result.stderr
+
+
+def test_ctrl_c_stops_producer_and_learner_cleanly(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--speed", "600",
+                             "--runs-dir", str(tmp_path), "--run-id", "stopped", "--data-dir",
+                             str(tmp_path / "prepared"), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "stopped" / "periods.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert (tmp_path / "stopped" / "config.yaml").exists()
