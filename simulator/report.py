@@ -61,9 +61,6 @@ class Run:
     def test(self) -> pd.DataFrame:
         return self.frame[self.frame["phase"] == "test"]
 
-    def has(self, *columns: str) -> bool:
-        return all(c in self.frame.columns for c in columns)
-
     def colour(self, strategy: str) -> str:
         if strategy in STRATEGY_COLOURS:
             return STRATEGY_COLOURS[strategy]
@@ -77,7 +74,7 @@ class Plot:
     title: str
     caption: str  # one line: what to look for
     columns: Callable[[Run], tuple[str, ...]]
-    draw: Callable[["Figure", Run], None]
+    draw: Callable[[Figure, Run], None]
     test_only: bool = False
 
 
