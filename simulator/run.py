@@ -17,6 +17,7 @@ from simulator.bus import Bus, open_bus
 from simulator.config import RunConfig
 from simulator.metrics import ProducerMetrics
 from simulator.producer import ReplayProducer, ReplaySettings
+from simulator.report import write_report
 from simulator.rundir import RunDir
 
 Report = Callable[[str], None]
@@ -102,6 +103,8 @@ class RunRecorder:
         frame = pd.read_csv(self.run_dir.periods_csv)
         self.run_dir.summary_md.write_text(
             summary_markdown(frame, f"rtsim run {self.run_dir.run_id} ({self.cfg.preset})"))
+        written = write_report(self.run_dir.path)
+        self.report(f"report: {self.run_dir.path / 'report.md'} ({len(written) - 2} plots)")
         return frame
 
     def deadletter_file(self, record: dict) -> None:

@@ -80,3 +80,17 @@ def test_ablations_keep_the_output_shape():
     old, new = torch.randn(5, 6), torch.randn(5, 6)
     assert Transfer(6, cnn=False)(old, new).shape == (5, 6)
     assert Transfer(6, fc=False)(old, new).shape == (5, 6)
+
+
+def test_matmul_form_equals_the_convolutions():
+    torch.manual_seed(2)
+    for fc in (True, False):
+        t = Transfer(dim=6, hidden=16, fc=fc)
+        old, new = torch.randn(9, 6), torch.randn(9, 6)
+        product = old * new / old.norm(dim=1, keepdim=True)
+        z = t.conv2(gelu_sigmoid(t.conv1(torch.stack([old, new, product], dim=1).unsqueeze(1))))
+        if fc:
+            expected = t.fc2(gelu_sigmoid(t.fc1(gelu_sigmoid(z.flatten(1)))))
+        else:
+            expected = t.conv_out(gelu_sigmoid(z)).flatten(1)
+        assert torch.allclose(t(old, new), expected, atol=1e-5)
