@@ -161,9 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0, help="the run seed whose evaluation negatives to use")
     export.set_defaults(func=_cmd_export)
 
+    from simulator.ctl import add_ctl_parser
     from simulator.kafka_cli import add_kafka_parser
 
     add_kafka_parser(sub)
+    add_ctl_parser(sub)
     from simulator.report import add_report_parser
 
     add_report_parser(sub)
