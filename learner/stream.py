@@ -19,7 +19,7 @@ from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics, period_wall_seconds
 from learner.results import as_row
 from learner.windows import PeriodWindows
-from simulator.bus import Bus, Message
+from simulator.bus import Bus, BusError, Message
 from simulator.bus import wire
 
 log = logging.getLogger("rtsim.learner")
@@ -90,7 +90,7 @@ class StreamLearner:
             while not self.windows.finished and not stop.is_set():
                 for message in consumer.poll(poll_timeout_s):
                     self._ingest(message)
-                self.stats.lag = sum(consumer.end_offsets().values()) - sum(consumer.positions().values())
+                self._update_lag(consumer)
                 self._observe_ingest()
                 for t, events in self.windows.pop_closed():
                     self._close(t, events)
@@ -98,6 +98,12 @@ class StreamLearner:
         finally:
             consumer.close()
             self._producer.close()
+
+    def _update_lag(self, consumer) -> None:
+        try:
+            self.stats.lag = sum(consumer.end_offsets().values()) - sum(consumer.positions().values())
+        except BusError as err:  # the broker is away: keep consuming, the lag is stale meanwhile
+            log.warning("consumer lag unavailable: %s", err)
 
     def _ingest(self, message: Message) -> None:
         self.stats.records += 1
