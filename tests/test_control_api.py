@@ -337,3 +337,27 @@ def test_commands_validate_their_arguments_directly(engine):
     with pytest.raises(ControlError) as err:
         commands.apply("recommend", {"user": "u", "k": 1001})
     assert err.value.status == 400
+
+
+def test_rtsim_ctl_publishes_on_the_kafka_control_topic(engine, kafka_bootstrap):
+    from simulator.bus.kafka import KafkaBus
+
+    bus, stop = KafkaBus(kafka_bootstrap), threading.Event()
+    prefix = f"ctl{time.time_ns()}"  # a control topic of this test's own
+    serving = engine.serving
+    other = "spmf" if serving == "fine_tune" else "fine_tune"
+    listener = ControlTopicListener(bus, prefix, "learner", "run-k", LearnerCommands(engine), stop).start()
+    try:
+        for run_id in ("run-other", "run-k"):
+            done = ctl("serve", other, "--bus", f"kafka://{kafka_bootstrap}", "--prefix", prefix, "--run-id", run_id)
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["published"]["run_id"] == run_id
+        wait_for(lambda: listener.applied == 1, timeout_s=30)
+        assert listener.ignored == 1 and engine.serving == other
+        done = ctl("status", "--bus", f"kafka://{kafka_bootstrap}")
+        assert done.returncode == 2 and "HTTP" in done.stderr
+    finally:
+        stop.set()
+        listener.join(10)
+        bus.close()
+        engine.set_serving(serving)
