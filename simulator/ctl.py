@@ -24,8 +24,8 @@ LEARNER, PRODUCER = "learner", "producer"
 CTL_HELP = """\
 Control a running run: swap the serving strategy, enable or disable strategies, ask for
 recommendations, pause, resume or re-pace the replay. Talks to the learner's control API
-(--url; `rtsim run` serves both sides there) and, for pause/resume/speed, to the
-producer's (--producer-url); with --bus kafka://HOST:PORT it publishes the command on
+(--url, port 8765) and, for pause/resume/speed, to the producer's (--producer-url, port
+8766; `rtsim run` serves both); with --bus kafka://HOST:PORT it publishes the command on
 <prefix>.control instead. The addresses a process serves are in endpoints.json in its run
 directory. Prints the JSON answer; exit 0 accepted, 1 refused, 2 unreachable.
 
