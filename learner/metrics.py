@@ -153,6 +153,7 @@ class LearnerMetrics:
         self._consumed = CounterFeed(self.consumed)
         self._late = CounterFeed(self.late)
         self._rejected: dict[str, CounterFeed] = {}
+        self._last_ndcg: dict[str, dict[int, float]] = {}  # per strategy, for a swap between periods
 
     def observe_period(self, t: int, results: list[StrategyResult], serving: str, n_users: int,
                        n_items: int, period_seconds: float | None) -> None:
@@ -174,6 +175,7 @@ class LearnerMetrics:
         self.period_new_items.set(first.n_new_items)
         for result in results:
             name, metrics = result.strategy, result.metrics
+            self._last_ndcg[name] = dict(metrics.ndcg)
             for k, value in metrics.ndcg.items():
                 _set_finite(self.ndcg, (name, str(k)), value)
                 if name == serving:
@@ -205,3 +207,6 @@ class LearnerMetrics:
             self.serving.labels(name).set(1 if name == strategy else 0)
         if swapped:
             self.swaps.inc()
+            # the serving quality switches with the swap, not at the next period
+            for k, value in self._last_ndcg.get(strategy, {}).items():
+                _set_finite(self.serving_ndcg, (str(k),), value)

@@ -132,7 +132,8 @@ class StreamLearner:
         self._producer.flush()
         if self.metrics is not None:
             engine = self.engine
-            self.metrics.observe_period(t, results, engine.serving, len(engine.user_vocab), len(engine.item_vocab),
+            serving = next((r.strategy for r in results if r.serving), engine.serving)
+            self.metrics.observe_period(t, results, serving, len(engine.user_vocab), len(engine.item_vocab),
                                         period_wall_seconds(self.manifest["schedule"], t, self._speed))
         self.on_period(t, self.engine.phases[t], len(events), results)
 

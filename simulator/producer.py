@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # simulator.metrics reads ReplayStats from here
     from simulator.metrics import ProducerMetrics
 
 
+BLOCK_WALL_SECONDS = 0.1
+
+
 @dataclass
 class ReplayStats:
     """What the producer has done; read by its metrics and progress output."""
@@ -113,7 +116,7 @@ class ReplayProducer:
                         pass
                     self._anchor = None  # no burst to catch up after a pause
                     continue
-                hi = min(len(log.ts), row + block)
+                hi = self._block_end(row, block)
                 self._wait_turn(int(log.ts[row]), row, stop)
                 self._send_block(producer, row, hi, partition_of)
                 next_ts = int(log.ts[hi]) if hi < len(log.ts) else int(log.ts[-1]) + 1
@@ -144,6 +147,15 @@ class ReplayProducer:
                                            list(log.item_ids[items[chunk]]))
                 producer.send(self.topic, value, partition=int(p), key=log.user_ids[users[chunk[0]]].encode(),
                               headers=wire.headers(wire.EVENTS))
+
+    def _block_end(self, row: int, block: int) -> int:
+        """At most `block` events, and at a finite speed at most ~0.1 s of wall time of log,
+        so pacing and watermarks advance smoothly instead of in one burst."""
+        hi = min(len(self.log.ts), row + block)
+        if self.settings.speed is not None:
+            span_end = self.log.ts[row] + self.settings.speed * BLOCK_WALL_SECONDS
+            hi = max(row + 1, min(hi, int(np.searchsorted(self.log.ts, span_end, side="left"))))
+        return hi
 
     def _wait_turn(self, ts: int, row: int, stop: threading.Event) -> None:
         """Sleep until event time `ts` (at the current speed) and row `row` (under the cap) are due."""

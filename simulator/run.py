@@ -15,6 +15,9 @@ from learner.stream import StreamLearner, find_manifest
 from replay_data.prepared import PreparedLog
 from simulator.bus import Bus, open_bus
 from simulator.config import RunConfig
+from simulator.control import LearnerCommands, ProducerCommands
+from simulator.control_topic import ControlTopicListener
+from simulator.http_api import learner_routes, load_token, producer_routes, start_api
 from simulator.metrics import ProducerMetrics
 from simulator.producer import ReplayProducer, ReplaySettings
 from simulator.report import write_report
@@ -57,6 +60,15 @@ class Endpoints:
     def metrics(self, side: str, registry, host: str, port: int, option: str) -> None:
         server, bound = serve(registry, host, port, option=option)
         self._add(side, "metrics", f"http://{host}:{bound}/metrics", lambda: (server.shutdown(), server.server_close()))
+
+    def control(self, side: str, routes, cfg: RunConfig, port: int, option: str) -> None:
+        api = start_api(routes, cfg.serve.host, port, load_token(cfg.serve.token_file), option=option)
+        self._add(side, "control", api.url, api.close)
+
+    def listen(self, listener: ControlTopicListener) -> None:
+        """A control-topic listener, joined on close (its stop event is set by the run)."""
+        listener.start()
+        self._closers.append(lambda: listener.join(5.0))
 
     def _add(self, side: str, kind: str, url: str, close: Callable[[], object]) -> None:
         self.addresses.setdefault(side, {})[kind] = url
@@ -123,10 +135,10 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
                           "--set serve.producer_metrics_port=PORT")
         endpoints.metrics("learner", learner_metrics.registry, cfg.serve.host, cfg.serve.metrics_port,
                           "--metrics-port")
-        endpoints.write(run_dir)
         producer = ReplayProducer(bus, log, run_dir.run_id, replay_settings(cfg, cfg.preset), producer_metrics)
         manifest = producer.publish_manifest()
         stop = threading.Event()
+        _serve_producer(endpoints, bus, cfg, producer, producer_metrics, stop)
         failure: list[BaseException] = []
 
         def produce() -> None:
@@ -139,14 +151,14 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
         thread = threading.Thread(target=produce, name="rtsim-replay", daemon=True)
         thread.start()
         try:
-            frame = _learn(bus, cfg, manifest, run_dir, report, stop, learner_metrics)
+            frame = _learn(bus, cfg, manifest, run_dir, report, stop, learner_metrics, endpoints)
+            if keep_serving and not failure:
+                hold(report)
         finally:
             stop.set()
             thread.join()
         if failure:
             raise failure[0]
-        if keep_serving:
-            hold(report)
         return frame
     finally:
         endpoints.close()
@@ -164,12 +176,16 @@ def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print
                           "--metrics-port")
         producer = ReplayProducer(bus, log, run_id, replay_settings(cfg, cfg.preset), metrics)
         manifest = producer.publish_manifest()
+        stop = stop or threading.Event()
+        _serve_producer(endpoints, bus, cfg, producer, metrics, stop, control_option="--control-port")
         report(f"replaying run {run_id}: {manifest['n_events']:,} events onto {producer.topic} "
                f"({cfg.replay.partitions} partitions, speed {manifest['speed']})")
         stats = producer.run(stop)
         report(f"done: {stats.produced:,} events produced" + ("" if stats.done else " (stopped early)"))
         return manifest
     finally:
+        if stop is not None:
+            stop.set()
         endpoints.close()
         bus.close()
 
@@ -186,20 +202,43 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
                f"run directory {run_dir.path}")
         metrics = LearnerMetrics()
         endpoints.metrics("learner", metrics.registry, cfg.serve.host, cfg.serve.metrics_port, "--metrics-port")
-        endpoints.write(run_dir)
-        frame = _learn(bus, cfg, manifest, run_dir, report, stop or threading.Event(), metrics)
+        stop = stop or threading.Event()
+        frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints)
         if keep_serving:
             hold(report)
         return frame
     finally:
+        if stop is not None:
+            stop.set()
         endpoints.close()
         bus.close()
 
 
+def _serve_producer(endpoints: Endpoints, bus: Bus, cfg: RunConfig, producer: ReplayProducer,
+                    metrics: ProducerMetrics, stop: threading.Event,
+                    control_option: str = "--set serve.producer_control_port=PORT") -> None:
+    """The producer's control API and control-topic listener; changes show in its metrics."""
+    commands = ProducerCommands(producer, on_change=lambda event: metrics.observe(producer.stats))
+    endpoints.control("producer", producer_routes(commands), cfg, cfg.serve.producer_control_port, control_option)
+    endpoints.listen(ControlTopicListener(bus, cfg.bus.prefix, "producer", producer.run_id, commands, stop))
+
+
 def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Report,
-           stop: threading.Event, metrics: LearnerMetrics) -> pd.DataFrame:
+           stop: threading.Event, metrics: LearnerMetrics, endpoints: Endpoints) -> pd.DataFrame:
     engine = Engine(cfg.learner, manifest["phases"])
     metrics.set_serving(engine.serving, engine.enabled, swapped=False)
+
+    def on_change(event: dict) -> None:
+        state = event["state"]
+        report(f"control: {event['command']} {event.get('strategy', '')} -> serving {state['serving']}, "
+               f"enabled {', '.join(state['enabled'])}")
+        metrics.set_serving(state["serving"], sorted(set(state["enabled"]) | set(state["disabled"])),
+                            swapped=event["command"] == "serve")
+
+    commands = LearnerCommands(engine, on_change=on_change)
+    endpoints.control("learner", learner_routes(commands), cfg, cfg.serve.control_port, "--control-port")
+    endpoints.listen(ControlTopicListener(bus, cfg.bus.prefix, "learner", manifest["run_id"], commands, stop))
+    endpoints.write(run_dir)
     recorder = RunRecorder(cfg, run_dir, engine, report)
     deadletter = recorder.deadletter_file if cfg.bus.url == "memory" else None
     learner = StreamLearner(bus, engine, manifest, prefix=cfg.bus.prefix,
@@ -213,5 +252,6 @@ def progress_line(t: int, phase: str, n_events: int, results: list[StrategyResul
     if not results:
         return f"{head} | buffered for pretraining  [{elapsed:6.1f}s]"
     top = max(results[0].metrics.ndcg)
-    parts = [f"{r.strategy} {r.metrics.ndcg[top]:.4f} ({r.retrain_seconds:.1f}s)" for r in results]
-    return f"{head} | NDCG@{top} (retrain s): " + "  ".join(parts) + f"  [{elapsed:6.1f}s]"
+    parts = [f"{r.strategy}{'*' if r.serving else ''} {r.metrics.ndcg[top]:.4f} ({r.retrain_seconds:.1f}s)"
+             for r in results]
+    return f"{head} | NDCG@{top} (retrain s; * serving): " + "  ".join(parts) + f"  [{elapsed:6.1f}s]"
