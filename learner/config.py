@@ -93,6 +93,16 @@ class StrategiesConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 1  # checkpoint after every N-th closed period (and the last)
+    keep: int = 3  # newest checkpoints kept
+
+    def validate(self) -> None:
+        if self.every < 1 or self.keep < 1:
+            raise ConfigError(f"checkpoint.every and checkpoint.keep must be >= 1, got {self}")
+
+
+@dataclass(frozen=True)
 class LearnerConfig:
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
@@ -103,6 +113,7 @@ class LearnerConfig:
     pretrain: TrainSpec = TrainSpec(lr=1e-2, batch=1024, epochs=20, l2=1e-5)
     eval: EvalConfig = EvalConfig()
     strategies: StrategiesConfig = StrategiesConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     def validate(self) -> None:
         from learner.strategies import REGISTRY

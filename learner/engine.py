@@ -132,6 +132,43 @@ class Engine:
         self._apply_pending()
         return results
 
+    # --- state ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: ids, history, models, control state.
+
+        Random numbers need no saving: every stream is derived from (seed, purpose, period).
+        """
+        with self._lock:
+            return {
+                "next_period": self.next_period,
+                "user_ids": list(self.user_vocab.ids),
+                "item_ids": list(self.item_vocab.ids),
+                "history": self.shared.history.state_dict(),
+                "base_model": self.base_model.state_dict() if self.base_model is not None else None,
+                "strategies": {name: s.state_dict() for name, s in self.strategies.items()},
+                "control": {"enabled": list(self.enabled), "serving": self.serving, "swaps": self.swaps,
+                            "pending": list(self._pending)},
+            }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_period = int(state["next_period"])
+        self.user_vocab = Vocabulary(state["user_ids"])
+        self.item_vocab = Vocabulary(state["item_ids"])
+        self.shared.n_users, self.shared.n_items = len(self.user_vocab), len(self.item_vocab)
+        self.shared.history.load_state_dict(state["history"])
+        if state["base_model"] is not None:
+            self.base_model = MF.from_state(state["base_model"], self.device)
+        self.strategies = {}
+        for name, strategy_state in state["strategies"].items():
+            strategy = REGISTRY[name](getattr(self.cfg.strategies, name), self.shared)
+            strategy.load_state_dict(strategy_state)
+            self.strategies[name] = strategy
+        control = state["control"]
+        self.enabled, self.serving = list(control["enabled"]), control["serving"]
+        self.swaps = int(control["swaps"])
+        self._pending = [tuple(p) for p in control["pending"]]
+
     # --- control -------------------------------------------------------------------
 
     def control_state(self) -> dict:

@@ -1,0 +1,101 @@
+"""Atomic, checksummed checkpoints of the learner, the newest N kept.
+
+A checkpoint is written to a temporary file, fsynced, renamed to ckpt-<period>.pt, its
+SHA-256 written beside it the same way, and only then the `latest` pointer is replaced.
+A crash at any moment leaves the previous checkpoint and pointer intact. Loading checks
+the checksum and falls back to older checkpoints, saying which one it used and why.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("rtsim.checkpoint")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or none can be read; the message says what to do."""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointStore:
+    def __init__(self, directory: str | Path, keep: int = 3) -> None:
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def _name(self, period: int) -> str:
+        return f"ckpt-{period:06d}.pt"
+
+    def save(self, period: int, state: dict) -> Path:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+        path = self.directory / self._name(period)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, data)
+            _write_atomic(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+            _fsync_dir(self.directory)
+            _write_atomic(self.directory / "latest", path.name.encode())
+            _fsync_dir(self.directory)
+        except OSError as err:
+            previous = self._pointer()
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {err.strerror or err}; "
+                + (f"the previous checkpoint {previous} is intact (resume with --resume)" if previous
+                   else "no earlier checkpoint exists")
+                + "; free disk space or make the run directory writable"
+            ) from err
+        self._prune()
+        return path
+
+    def _pointer(self) -> str | None:
+        pointer = self.directory / "latest"
+        return pointer.read_text().strip() if pointer.exists() else None
+
+    def _prune(self) -> None:
+        for old in sorted(self.directory.glob("ckpt-*.pt"))[: -self.keep]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)
+
+    def load_latest(self, report: Callable[[str], None] = log.warning) -> tuple[dict, Path]:
+        """The newest checkpoint whose checksum holds (the pointer's first)."""
+        candidates = sorted(self.directory.glob("ckpt-*.pt"), reverse=True)
+        pointer = self._pointer()
+        candidates.sort(key=lambda p: p.name != pointer)  # the pointer's target first, order kept
+        for path in candidates:
+            problem = self._verify(path)
+            if problem is None:
+                return torch.load(path, map_location="cpu", weights_only=False), path
+            report(f"checkpoint {path.name} is unusable ({problem}); trying an older one")
+        raise CheckpointError(f"no valid checkpoint in {self.directory}: start the run afresh without --resume")
+
+    def _verify(self, path: Path) -> str | None:
+        digest_path = path.with_suffix(".sha256")
+        if not digest_path.exists():
+            return "no checksum file: the write did not finish"
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest_path.read_text().strip():
+            return "checksum mismatch: the file is corrupt or partial"
+        return None
