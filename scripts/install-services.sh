@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the integration tests start: Java 17+ and Maven
-# (the local Kafka broker), and promtool (prometheus: config, rules and dashboard checks).
+# (the local Kafka broker), and Debian's prometheus: promtool for the config, rules and
+# dashboard checks, the server for the dashboard queries against a real run.
 # Uses sudo when not root. Does nothing when all are present.
 set -euo pipefail
 
@@ -8,7 +9,7 @@ need=()
 java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
 if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then need+=(openjdk-17-jre-headless); fi
 command -v mvn >/dev/null || need+=(maven)
-command -v promtool >/dev/null || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
