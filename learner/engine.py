@@ -84,18 +84,22 @@ class Engine:
             raise ValueError(f"periods close in order: expected period {self.next_period}, got {t}")
         if t >= len(self.phases):
             raise ValueError(f"period {t} is beyond the schedule's {len(self.phases)} periods")
-        self.next_period += 1
+        with self._lock:
+            # fixed as the period starts closing, with next_period: the strategy that served it,
+            # and the requests it applies (later ones were answered "when period t+1 closes")
+            self.next_period += 1
+            serving = self.serving
+            due = len(self._pending)
         period, new_users, new_items = self._register(t, events)
         shared = self.shared
         if period.phase == "pretrain":
             shared.history.extend(period.users, period.items)
-            self._apply_pending()
+            self._apply_pending(due)
             if t == self._last_pretrain:
                 self._start_strategies()
             return []
         with self._lock:
             active = {name: self.strategies[name] for name in self.enabled}
-            serving = self.serving
         user_rows = self._rows(new_users, "user")
         item_rows = self._rows(new_items, "item")
         for strategy in active.values():
@@ -129,7 +133,7 @@ class Engine:
                 n_candidates=n_candidates, metrics=metrics,
                 retrain_seconds=retrain_seconds, eval_seconds=eval_seconds,
             ))
-        self._apply_pending()
+        self._apply_pending(due)
         return results
 
     # --- state ---------------------------------------------------------------------
@@ -217,10 +221,10 @@ class Engine:
         if name not in REGISTRY:
             raise ControlError(404, f"unknown strategy {name!r}; known: {', '.join(REGISTRY)}")
 
-    def _apply_pending(self) -> None:
-        """Apply queued enable/disable requests at a period boundary."""
+    def _apply_pending(self, due: int) -> None:
+        """Apply the first `due` queued enable/disable requests at a period boundary."""
         with self._lock:
-            pending, self._pending = self._pending, []
+            pending, self._pending = self._pending[:due], self._pending[due:]
             for action, name, from_serving in pending:
                 if action == "disable":
                     if name in self.enabled and name != self.serving:

@@ -132,7 +132,7 @@ class StreamLearner:
         self._producer.flush()
         if self.metrics is not None:
             engine = self.engine
-            serving = next((r.strategy for r in results if r.serving), engine.serving)
+            serving = engine.serving  # now: a swap made while the period closed stays in the metrics
             self.metrics.observe_period(t, results, serving, len(engine.user_vocab), len(engine.item_vocab),
                                         period_wall_seconds(self.manifest["schedule"], t, self._speed))
         self.on_period(t, self.engine.phases[t], len(events), results)
