@@ -14,8 +14,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger("rtsim.checkpoint")
 
 
@@ -49,6 +47,8 @@ class CheckpointStore:
         return f"ckpt-{period:06d}.pt"
 
     def save(self, period: int, state: dict) -> Path:
+        import torch  # here, so the CLI can name CheckpointError without loading torch
+
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
@@ -85,6 +85,8 @@ class CheckpointStore:
         candidates = sorted(self.directory.glob("ckpt-*.pt"), reverse=True)
         pointer = self._pointer()
         candidates.sort(key=lambda p: p.name != pointer)  # the pointer's target first, order kept
+        import torch
+
         for path in candidates:
             problem = self._verify(path)
             if problem is None:

@@ -49,10 +49,19 @@ class PeriodsCsv:
                 csv.DictWriter(handle, self.fields).writeheader()
 
     def append(self, results: list[StrategyResult]) -> None:
-        with open(self.path, "a", newline="") as handle:
+        self._write([as_row(result) for result in results], "a")
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the file by `rows` (a resumed run: rows written after its checkpoint go)."""
+        with open(self.path, "w", newline="") as handle:
+            csv.DictWriter(handle, self.fields).writeheader()
+        self._write(rows, "a")
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        with open(self.path, mode, newline="") as handle:
             writer = csv.DictWriter(handle, self.fields)
-            for result in results:
-                writer.writerow({k: _fmt(v) for k, v in as_row(result).items()})
+            for row in rows:
+                writer.writerow({k: _fmt(v) for k, v in row.items()})
 
 
 def _fmt(value):

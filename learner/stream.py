@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from learner.checkpoint import CheckpointStore
 from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics, period_wall_seconds
 from learner.results import as_row
@@ -65,7 +66,8 @@ class StreamLearner:
     def __init__(self, bus: Bus, engine: Engine, manifest: dict, *, prefix: str = "rtsim",
                  group: str | None = None, on_period: PeriodCallback | None = None,
                  deadletter: Callable[[dict], None] | None = None,
-                 metrics: LearnerMetrics | None = None) -> None:
+                 metrics: LearnerMetrics | None = None,
+                 checkpoints: CheckpointStore | None = None, checkpoint_every: int = 1) -> None:
         self.bus = bus
         self.engine = engine
         self.manifest = manifest
@@ -80,21 +82,35 @@ class StreamLearner:
         self.metrics = metrics
         speed = manifest.get("speed", "max")
         self._speed = None if speed == "max" else float(speed)
+        self.checkpoints = checkpoints
+        self.checkpoint_every = checkpoint_every
+        self.rows: list[dict] = []  # every result row so far, kept in checkpoints
+        self._rows_seen: dict[int, int] = {}  # per partition: the newest producer row ingested
+        self._replay_until: dict[int, int] = {}  # per partition: offsets read before a resume
+        self._seek_to: dict[int, int] | None = None
         self._producer = bus.producer()
 
     def run(self, stop: threading.Event | None = None, poll_timeout_s: float = 0.5) -> None:
         """Consume until every period has closed (or `stop` is set)."""
         stop = stop or threading.Event()
         consumer = self.bus.consumer(self.topic, self.group)
+        if self._seek_to is not None:
+            self._await_offsets(consumer, self._seek_to, stop)
+            consumer.seek(self._seek_to)
         try:
             while not self.windows.finished and not stop.is_set():
                 for message in consumer.poll(poll_timeout_s):
                     self._ingest(message)
                 self._update_lag(consumer)
                 self._observe_ingest()
-                for t, events in self.windows.pop_closed():
+                while (closed := self.windows.pop_closed()) is not None:
+                    t, events = closed
                     self._close(t, events)
-                    consumer.commit(self.windows.safe_positions(consumer.positions()))
+                    if self._checkpoint_due(t):
+                        self._checkpoint(t, consumer.positions())
+                    if self.checkpoints is None or self._checkpoint_due(t):
+                        # committed only once the checkpoint holding these positions is durable
+                        consumer.commit(self.windows.safe_positions(consumer.positions()))
         finally:
             consumer.close()
             self._producer.close()
@@ -105,7 +121,52 @@ class StreamLearner:
         except BusError as err:  # the broker is away: keep consuming, the lag is stale meanwhile
             log.warning("consumer lag unavailable: %s", err)
 
+    def _await_offsets(self, consumer, positions: dict[int, int], stop: threading.Event) -> None:
+        """A resumed learner may start before a re-started producer has re-sent its records."""
+        while not stop.is_set():
+            ends = consumer.end_offsets()
+            if all(ends.get(p, 0) >= offset for p, offset in positions.items()):
+                return
+            stop.wait(0.1)
+
+    def _checkpoint_due(self, t: int) -> bool:
+        return self.checkpoints is not None and (
+            (t + 1) % self.checkpoint_every == 0 or t == self.windows.n_periods - 1)
+
+    def _checkpoint(self, t: int, positions: dict[int, int]) -> None:
+        self.checkpoints.save(t, {
+            "format": 1,
+            "manifest": self.manifest,
+            "engine": self.engine.state_dict(),
+            "windows": self.windows.state_dict(),
+            "rejected": dict(self.stats.rejected),
+            "rows": list(self.rows),
+            "positions": dict(positions),  # everything before these was read
+            "safe_positions": self.windows.safe_positions(positions),  # where reading resumes
+            "rows_seen": dict(self._rows_seen),
+        })
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint: re-read from its safe positions; records before its
+        read positions only re-fill the open periods (their other effects already count)."""
+        self.engine.load_state_dict(state["engine"])
+        self.windows.load_state_dict(state["windows"])
+        self.stats.rejected = Counter(state["rejected"])
+        self.rows = list(state["rows"])
+        self._rows_seen = dict(state["rows_seen"])
+        self._replay_until = dict(state["positions"])
+        self._seek_to = dict(state["safe_positions"])
+
     def _ingest(self, message: Message) -> None:
+        if message.offset < self._replay_until.get(message.partition, 0):
+            self._reread(message)
+            return
+        row = message.headers.get(wire.ROW_HEADER)
+        if row is not None:
+            if int(row) <= self._rows_seen.get(message.partition, -1):
+                self.stats.rejected["duplicate"] += 1  # a resumed producer sent it again
+                return
+            self._rows_seen[message.partition] = int(row)
         self.stats.records += 1
         try:
             decoded = wire.decode(message.headers, message.value)
@@ -123,8 +184,21 @@ class StreamLearner:
         else:
             self.windows.end(message.partition)
 
+    def _reread(self, message: Message) -> None:
+        try:
+            decoded = wire.decode(message.headers, message.value)
+        except wire.DecodeError:
+            return  # counted and dead-lettered before the checkpoint
+        if decoded.kind == wire.EVENTS:
+            self.windows.refill(message.partition, message.offset, decoded.ts, decoded.users, decoded.items)
+        elif decoded.kind == wire.WATERMARK:
+            self.windows.watermark(message.partition, int(decoded.ts[0]))
+        else:
+            self.windows.end(message.partition)
+
     def _close(self, t: int, events) -> None:
         results = self.engine.close_period(t, events)
+        self.rows += [as_row(result) for result in results]
         for result in results:
             row = {"run_id": self.run_id, **{k: None if v != v else v for k, v in as_row(result).items()}}
             self._producer.send(wire.results_topic(self.prefix), json.dumps(row).encode(), partition=0,

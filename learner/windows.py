@@ -99,20 +99,23 @@ class PeriodWindows:
     def finished(self) -> bool:
         return self.open >= self.n_periods
 
-    def pop_closed(self) -> list[tuple[int, pd.DataFrame]]:
-        """Every period that can close now, oldest first, as (t, events with raw ids)."""
-        out = []
-        while not self.finished and self._closable(self.open):
-            t = self.open
-            buffer = self._buffers.pop(t, None) or _Buffer()
-            self._first_offsets.pop(t, None)
-            out.append((t, pd.DataFrame({
-                "ts": np.concatenate(buffer.ts) if buffer.ts else np.zeros(0, np.int64),
-                "user": buffer.users,
-                "item": buffer.items,
-            })))
-            self.open += 1
-        return out
+    def pop_closed(self) -> tuple[int, pd.DataFrame] | None:
+        """The oldest period if it can close now, as (t, events with raw ids), else None.
+
+        One at a time: the caller processes (and may checkpoint) each period before the
+        next one leaves the windows, so a checkpoint never counts a period as closed that
+        the engine has not seen."""
+        if self.finished or not self._closable(self.open):
+            return None
+        t = self.open
+        buffer = self._buffers.pop(t, None) or _Buffer()
+        self._first_offsets.pop(t, None)
+        self.open += 1
+        return t, pd.DataFrame({
+            "ts": np.concatenate(buffer.ts) if buffer.ts else np.zeros(0, np.int64),
+            "user": buffer.users,
+            "item": buffer.items,
+        })
 
     def _closable(self, t: int) -> bool:
         end = self.edges[t + 1]
@@ -125,3 +128,24 @@ class PeriodWindows:
             for partition, offset in offsets.items():
                 safe[partition] = min(safe.get(partition, offset), offset)
         return safe
+
+    def refill(self, partition: int, offset: int, ts: np.ndarray, users: list[str], items: list[str]) -> None:
+        """Events re-read after a resume: those of still-open periods are buffered again;
+        they were counted before the checkpoint, so no statistic moves."""
+        period = np.searchsorted(self.edges, ts, side="right") - 1
+        keep = (period >= self.open) & (period < self.n_periods)
+        for t in np.unique(period[keep]):
+            rows = np.flatnonzero(keep & (period == t))
+            self._buffer(int(t), partition, offset, ts[rows], [users[r] for r in rows], [items[r] for r in rows])
+
+    def state_dict(self) -> dict:
+        """Progress and counts; buffered events are not kept: they are re-read from the bus."""
+        return {"open": self.open, "watermarks": self.watermarks.tolist(), "ended": self.ended.tolist(),
+                "consumed": self.stats.consumed, "late": self.stats.late, "outside": dict(self.stats.outside)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.open = int(state["open"])
+        self.watermarks = np.array(state["watermarks"], dtype=np.int64)
+        self.ended = np.array(state["ended"], dtype=bool)
+        self.stats.consumed, self.stats.late = int(state["consumed"]), int(state["late"])
+        self.stats.outside.update(state["outside"])

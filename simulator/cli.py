@@ -10,6 +10,7 @@ from pathlib import Path
 from replay_data.presets import preset_names
 from replay_data.rejects import MalformedInputError
 from replay_data.typed_config import ConfigError
+from learner.checkpoint import CheckpointError
 from simulator.bus import BusError
 
 EPILOG = """\
@@ -60,6 +61,8 @@ def _add_serve_options(parser: argparse.ArgumentParser, side: str, keep: bool = 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
     parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="root of run directories (default ./runs)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue RUN_DIR from its newest valid checkpoint, with its config.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,13 +248,14 @@ def _cmd_run(args) -> int:
     from simulator.rundir import RunDir, new_run_id
     from simulator.run import run_embedded
 
+    _apply_resume(args)
     cfg = _resolve(args)
     log, cached = _prepare(cfg, args)
     run_dir = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset)).create(cfg)
     print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
           f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
           f"log {log.path})", flush=True)
-    run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving)
+    run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving, resume=bool(args.resume))
     print()
     print(run_dir.summary_md.read_text())
     print(f"run directory: {run_dir.path}")
@@ -272,9 +276,10 @@ def _cmd_learn(args) -> int:
     from simulator.config import resolve
     from simulator.run import learn
 
+    _apply_resume(args)
     overrides = _cli_overrides(args)
     preset = args.preset
-    if preset is None:  # the learner settings of the run's own preset
+    if preset is None and args.config is None:  # the learner settings of the run's own preset
         from learner.stream import find_manifest
         from simulator.run import connect
 
@@ -285,8 +290,21 @@ def _cmd_learn(args) -> int:
         finally:
             bus.close()
     cfg = resolve(preset, args.config, overrides)
-    learn(cfg, args.runs_dir, args.run_id, report=_say, wait_s=args.wait, keep_serving=args.keep_serving)
+    learn(cfg, args.runs_dir, args.run_id, report=_say, wait_s=args.wait, keep_serving=args.keep_serving,
+          resume=bool(args.resume))
     return 0
+
+
+def _apply_resume(args) -> None:
+    """--resume RUN_DIR: that run's id, root and resolved config (flags still override)."""
+    if not args.resume:
+        return
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); give the folder "
+                                "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
+    args.run_id, args.runs_dir = run_dir.name, str(run_dir.parent)
+    args.config = args.config or str(run_dir / "config.yaml")
 
 
 def _prepare(cfg, args):
@@ -306,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["run", *(argv or [])])
     try:
         return args.func(args)
-    except (ConfigError, MalformedInputError, FileNotFoundError, ValueError, BusError, TimeoutError) as err:
+    except (ConfigError, MalformedInputError, FileNotFoundError, ValueError, BusError, TimeoutError,
+            CheckpointError) as err:
         print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,13 +19,14 @@ class ReplayConfig:
     speed: float | Literal["max"] = "max"  # event-time seconds per wall second
     max_events_per_second: float | None = None
     partitions: int = 3
-    block_events: int = 5000  # events between watermarks
+    block_events: int = 5000  # at most this many events between watermarks
+    block_seconds: int = 3600  # and at most this much log time (pacing granularity)
 
     def validate(self) -> None:
         if self.speed != "max" and self.speed <= 0:
             raise ConfigError(f"speed must be > 0 or 'max', got {self.speed}")
-        if self.partitions < 1 or self.block_events < 1:
-            raise ConfigError("partitions and block_events must be >= 1")
+        if self.partitions < 1 or self.block_events < 1 or self.block_seconds < 1:
+            raise ConfigError("partitions, block_events and block_seconds must be >= 1")
 
 
 @dataclass(frozen=True)

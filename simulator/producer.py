@@ -23,9 +23,6 @@ if TYPE_CHECKING:  # simulator.metrics reads ReplayStats from here
     from simulator.metrics import ProducerMetrics
 
 
-BLOCK_WALL_SECONDS = 0.1
-
-
 @dataclass
 class ReplayStats:
     """What the producer has done; read by its metrics and progress output."""
@@ -41,7 +38,8 @@ class ReplaySettings:
     partitions: int = 3
     speed: float | None = None  # event-time seconds per wall second; None = max
     max_events_per_second: float | None = None
-    block_events: int = 5000  # events between watermarks
+    block_events: int = 5000  # at most this many events between watermarks
+    block_seconds: int = 3600  # and at most this much log time
     prefix: str = "rtsim"
     extra_manifest: dict = field(default_factory=dict)
 
@@ -97,8 +95,11 @@ class ReplayProducer:
     def resume(self) -> None:
         self._resume.set()
 
-    def run(self, stop: threading.Event | None = None, start_row: int = 0) -> ReplayStats:
-        """Send every event from `start_row`, then `end` on every partition."""
+    def run(self, stop: threading.Event | None = None, start_row: int = 0,
+            fast_until_ts: int | None = None) -> ReplayStats:
+        """Send every event from `start_row`, then `end` on every partition.
+
+        Events before `fast_until_ts` go out unpaced (catching up after a resume)."""
         stop = stop or threading.Event()
         log, parts = self.log, self.settings.partitions
         producer = self.bus.producer()
@@ -106,10 +107,9 @@ class ReplayProducer:
         partition_of = np.array([wire.partition_for(u, parts) for u in user_ids], dtype=np.int64)
         self._anchor = None
         block = self.settings.block_events
-        if self.settings.max_events_per_second:
-            block = max(1, min(block, int(self.settings.max_events_per_second)))
         try:
             row = start_row
+            self.stats.produced = start_row
             while row < len(log.ts) and not stop.is_set():
                 if not self._resume.is_set():
                     while not self._resume.wait(0.2) and not stop.is_set():
@@ -117,7 +117,8 @@ class ReplayProducer:
                     self._anchor = None  # no burst to catch up after a pause
                     continue
                 hi = self._block_end(row, block)
-                self._wait_turn(int(log.ts[row]), row, stop)
+                if fast_until_ts is None or log.ts[row] >= fast_until_ts:
+                    self._wait_turn(int(log.ts[row]), row, stop)
                 self._send_block(producer, row, hi, partition_of)
                 next_ts = int(log.ts[hi]) if hi < len(log.ts) else int(log.ts[-1]) + 1
                 for p in range(parts):
@@ -146,16 +147,43 @@ class ReplayProducer:
                 value = wire.encode_events(log.ts[lo:hi][chunk], list(log.user_ids[users[chunk]]),
                                            list(log.item_ids[items[chunk]]))
                 producer.send(self.topic, value, partition=int(p), key=log.user_ids[users[chunk[0]]].encode(),
-                              headers=wire.headers(wire.EVENTS))
+                              headers=wire.headers(wire.EVENTS, row=lo + int(chunk[0])))
+
+    def resume_row(self) -> int | None:
+        """Where an earlier producer of this run stopped, read from the topic itself: the
+        start of the block after its last watermark (None: it sent everything). Blocks are
+        deterministic, so records sent again are identical and the learner drops them."""
+        consumer = self.bus.consumer(self.topic, f"rtsim-producer-resume-{time.time_ns()}")
+        last_watermark: dict[int, int] = {}
+        ended: set[int] = set()
+        try:
+            end = consumer.end_offsets()
+            while consumer.positions() != end:
+                for message in consumer.poll(1.0):
+                    kind = message.headers.get(wire.TYPE_HEADER)
+                    if kind == wire.WATERMARK:
+                        last_watermark[message.partition] = wire.decode(message.headers, message.value).ts[0]
+                    elif kind == wire.END:
+                        ended.add(message.partition)
+        finally:
+            consumer.close()
+        if len(ended) == self.settings.partitions:
+            return None
+        if len(last_watermark) < self.settings.partitions:
+            return 0
+        resume_ts = min(last_watermark.values())
+        row = 0
+        while row < len(self.log.ts) and self.log.ts[row] < resume_ts:
+            row = self._block_end(row, self.settings.block_events)
+        return row
 
     def _block_end(self, row: int, block: int) -> int:
-        """At most `block` events, and at a finite speed at most ~0.1 s of wall time of log,
-        so pacing and watermarks advance smoothly instead of in one burst."""
-        hi = min(len(self.log.ts), row + block)
-        if self.settings.speed is not None:
-            span_end = self.log.ts[row] + self.settings.speed * BLOCK_WALL_SECONDS
-            hi = max(row + 1, min(hi, int(np.searchsorted(self.log.ts, span_end, side="left"))))
-        return hi
+        """At most `block` events and `block_seconds` of log time, so pacing and watermarks
+        advance smoothly. Blocks depend on the log alone, never on speed or pauses: the
+        same log always yields the same records at the same offsets, which resuming needs."""
+        span_end = self.log.ts[row] + self.settings.block_seconds
+        limit = int(np.searchsorted(self.log.ts, span_end, side="left"))
+        return max(row + 1, min(len(self.log.ts), row + block, limit))
 
     def _wait_turn(self, ts: int, row: int, stop: threading.Event) -> None:
         """Sleep until event time `ts` (at the current speed) and row `row` (under the cap) are due."""

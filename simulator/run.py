@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 
+from learner.checkpoint import CheckpointStore
 from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics, serve
 from learner.results import PeriodsCsv, summary_markdown
@@ -45,7 +46,8 @@ def replay_settings(cfg: RunConfig, preset: str) -> ReplaySettings:
     speed = None if cfg.replay.speed == "max" else float(cfg.replay.speed)
     return ReplaySettings(partitions=cfg.replay.partitions, speed=speed,
                           max_events_per_second=cfg.replay.max_events_per_second,
-                          block_events=cfg.replay.block_events, prefix=cfg.bus.prefix,
+                          block_events=cfg.replay.block_events, block_seconds=cfg.replay.block_seconds,
+                          prefix=cfg.bus.prefix,
                           extra_manifest={"preset": preset})
 
 
@@ -125,8 +127,14 @@ class RunRecorder:
 
 
 def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Report = print,
-                 keep_serving: bool = False) -> pd.DataFrame:
-    """Producer (a thread) and learner (this thread) in one process, over cfg.bus."""
+                 keep_serving: bool = False, resume: bool = False) -> pd.DataFrame:
+    """Producer (a thread) and learner (this thread) in one process, over cfg.bus.
+
+    resume: continue from the run directory's newest valid checkpoint. On the in-process
+    bus the producer replays the log again (same records at the same offsets) unpaced up
+    to the checkpoint; on Kafka it continues from where the topic shows it stopped.
+    """
+    state = load_checkpoint(run_dir, report) if resume else None
     bus = connect(cfg)
     endpoints = Endpoints(report)
     try:
@@ -143,20 +151,30 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
 
         def produce() -> None:
             try:
-                producer.run(stop)
+                producer.run(stop, start_row=start_row, fast_until_ts=fast_until)
             except BaseException as err:  # re-raised in the main thread below
                 failure.append(err)
                 stop.set()
 
+        start_row, fast_until = 0, None
+        if state is not None:
+            if cfg.bus.url == "memory":
+                fast_until = int(manifest["schedule"][state["windows"]["open"]])
+            else:
+                start_row = producer.resume_row()
         thread = threading.Thread(target=produce, name="rtsim-replay", daemon=True)
-        thread.start()
+        if start_row is not None:
+            thread.start()
+        else:
+            report("the producer had sent the whole log before; resuming the learner only")
         try:
-            frame = _learn(bus, cfg, manifest, run_dir, report, stop, learner_metrics, endpoints)
+            frame = _learn(bus, cfg, manifest, run_dir, report, stop, learner_metrics, endpoints, state)
             if keep_serving and not failure:
                 hold(report)
         finally:
             stop.set()
-            thread.join()
+            if thread.is_alive():
+                thread.join()
         if failure:
             raise failure[0]
         return frame
@@ -191,19 +209,22 @@ def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print
 
 
 def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = print,
-          wait_s: float = 600.0, stop: threading.Event | None = None, keep_serving: bool = False) -> pd.DataFrame:
-    """The learner alone (`rtsim learn`): the run manifest comes from the bus."""
+          wait_s: float = 600.0, stop: threading.Event | None = None, keep_serving: bool = False,
+          resume: bool = False) -> pd.DataFrame:
+    """The learner alone (`rtsim learn`): the run manifest comes from the bus, or from the
+    checkpoint of runs_root/run_id when resuming."""
     bus = connect(cfg)
     endpoints = Endpoints(report)
     try:
-        manifest = find_manifest(bus, cfg.bus.prefix, run_id, wait_s, stop)
+        state = load_checkpoint(RunDir(runs_root, run_id), report) if resume else None
+        manifest = state["manifest"] if state else find_manifest(bus, cfg.bus.prefix, run_id, wait_s, stop)
         run_dir = RunDir(runs_root, manifest["run_id"]).create(cfg)
         report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
                f"run directory {run_dir.path}")
         metrics = LearnerMetrics()
         endpoints.metrics("learner", metrics.registry, cfg.serve.host, cfg.serve.metrics_port, "--metrics-port")
         stop = stop or threading.Event()
-        frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints)
+        frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints, state)
         if keep_serving:
             hold(report)
         return frame
@@ -223,8 +244,15 @@ def _serve_producer(endpoints: Endpoints, bus: Bus, cfg: RunConfig, producer: Re
     endpoints.listen(ControlTopicListener(bus, cfg.bus.prefix, "producer", producer.run_id, commands, stop))
 
 
+def load_checkpoint(run_dir: RunDir, report: Report) -> dict:
+    state, path = CheckpointStore(run_dir.checkpoints).load_latest(report)
+    report(f"resuming from {path} (periods 0-{state['windows']['open'] - 1} done)")
+    return state
+
+
 def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Report,
-           stop: threading.Event, metrics: LearnerMetrics, endpoints: Endpoints) -> pd.DataFrame:
+           stop: threading.Event, metrics: LearnerMetrics, endpoints: Endpoints,
+           resume: dict | None = None) -> pd.DataFrame:
     engine = Engine(cfg.learner, manifest["phases"])
     metrics.set_serving(engine.serving, engine.enabled, swapped=False)
 
@@ -242,7 +270,13 @@ def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Re
     recorder = RunRecorder(cfg, run_dir, engine, report)
     deadletter = recorder.deadletter_file if cfg.bus.url == "memory" else None
     learner = StreamLearner(bus, engine, manifest, prefix=cfg.bus.prefix,
-                            on_period=recorder.on_period, deadletter=deadletter, metrics=metrics)
+                            on_period=recorder.on_period, deadletter=deadletter, metrics=metrics,
+                            checkpoints=CheckpointStore(run_dir.checkpoints, cfg.learner.checkpoint.keep),
+                            checkpoint_every=cfg.learner.checkpoint.every)
+    if resume is not None:
+        learner.restore(resume)
+        recorder.csv.rewrite(resume["rows"])
+        metrics.set_serving(engine.serving, engine.enabled, swapped=False)
     learner.run(stop)
     return recorder.finish()
 

@@ -38,8 +38,12 @@ class RunDir:
         return self.path / "summary.md"
 
     @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
     def base_model(self) -> Path:
-        return self.path / "checkpoints" / "base_model.pt"
+        return self.checkpoints / "base_model.pt"
 
     def save_base_model(self, engine) -> None:
         """The shared pretrained MF with its raw ids, e.g. to start another implementation from it."""

@@ -5,6 +5,14 @@ from learner.windows import PeriodWindows
 from simulator.bus import wire
 
 
+def _drain(w):
+    """Every period that can close now, oldest first."""
+    out = []
+    while (closed := w.pop_closed()) is not None:
+        out.append(closed)
+    return out
+
+
 def _add(w, partition, offset, ts):
     ts = np.asarray(ts, dtype=np.int64)
     w.add(partition, offset, ts, [f"u{t}" for t in ts], [f"i{t}" for t in ts])
@@ -14,14 +22,14 @@ def test_a_period_closes_only_when_every_partition_has_passed_its_end():
     w = PeriodWindows([0, 10, 20, 30], partitions=2)
     _add(w, 0, 0, [1, 2, 12])
     w.watermark(0, 15)
-    assert w.pop_closed() == []  # partition 1 has said nothing yet
+    assert _drain(w) == []  # partition 1 has said nothing yet
     w.watermark(1, 10)
-    closed = w.pop_closed()
+    closed = _drain(w)
     assert [t for t, _ in closed] == [0]
     assert closed[0][1]["ts"].tolist() == [1, 2] and closed[0][1]["user"].tolist() == ["u1", "u2"]
     w.end(1)
     w.watermark(0, 30)
-    assert [(t, f["ts"].tolist()) for t, f in w.pop_closed()] == [(1, [12]), (2, [])]
+    assert [(t, f["ts"].tolist()) for t, f in _drain(w)] == [(1, [12]), (2, [])]
     assert w.finished
 
 
@@ -29,10 +37,10 @@ def test_late_and_out_of_schedule_events_are_counted_not_lost():
     w = PeriodWindows([100, 110, 120], partitions=1)
     _add(w, 0, 0, [99, 105, 130])
     w.watermark(0, 110)
-    assert [len(f) for _, f in w.pop_closed()] == [1]
+    assert [len(f) for _, f in _drain(w)] == [1]
     _add(w, 0, 1, [101, 115])  # 101 arrives after period 0 closed: late, folded into period 1
     w.end(0)
-    (t, frame), = w.pop_closed()
+    (t, frame), = _drain(w)
     assert t == 1 and sorted(frame["ts"].tolist()) == [101, 115]
     assert w.stats.late == 1 and w.stats.consumed == 3
     assert dict(w.stats.outside) == {"before_schedule": 1, "after_schedule": 1}
@@ -46,7 +54,7 @@ def test_safe_positions_never_skip_a_record_of_an_open_period():
     assert w.safe_positions({0: 7, 1: 4}) == {0: 5, 1: 3}
     w.watermark(0, 10)
     w.watermark(1, 10)
-    w.pop_closed()
+    _drain(w)
     assert w.safe_positions({0: 7, 1: 4}) == {0: 6, 1: 3}
 
 

@@ -16,6 +16,9 @@ import orjson
 FORMAT = "1"
 TYPE_HEADER = "rtsim-type"
 FORMAT_HEADER = "rtsim-format"
+# on events records: the log row of the record's first event, so a consumer can drop the
+# records a resumed producer sends again
+ROW_HEADER = "rtsim-row"
 EVENTS, WATERMARK, END = "events", "watermark", "end"
 MAX_EVENTS_PER_RECORD = 1000
 _TS_LIMIT = 2**62  # |ts| below it: seconds far beyond any log, and safe in int64 arithmetic
@@ -41,8 +44,11 @@ def control_topic(prefix: str) -> str:
     return f"{prefix}.control"
 
 
-def headers(kind: str) -> dict[str, str]:
-    return {TYPE_HEADER: kind, FORMAT_HEADER: FORMAT}
+def headers(kind: str, row: int | None = None) -> dict[str, str]:
+    out = {TYPE_HEADER: kind, FORMAT_HEADER: FORMAT}
+    if row is not None:
+        out[ROW_HEADER] = str(row)
+    return out
 
 
 def partition_for(user: str, partitions: int) -> int:
