@@ -10,8 +10,9 @@ The events are synthetic (22-character raw ids as in Yelp, timestamps spread ove
 schedule of --periods periods) and are produced once per record size, before any timing,
 the way the replay producer sends them: blocks of 5,000 events, each cut per partition
 (wire.partition_for of the user) into records of up to --record-sizes events
-(wire.encode_events, keyed by the first user), a watermark on every partition after each
-block, and an end marker on every partition at the end.
+(wire.encode_events, keyed by the first user, with the rtsim-row header of its first
+event), a watermark on every partition after each block, and an end marker on every
+partition at the end.
 
 Paths, each repeated --repeats times (interleaved, so a burst of load hits all of them)
 and reported as the median:
@@ -124,7 +125,7 @@ def produce(bus: Bus, stream: Stream, partitions: int, record_size: int) -> Topi
                 users = list(stream.users[chunk])
                 value = wire.encode_events(stream.ts[chunk], users, list(stream.items[chunk]))
                 producer.send(topic, value, partition=int(p), key=users[0].encode(),
-                              headers=wire.headers(wire.EVENTS))
+                              headers=wire.headers(wire.EVENTS, row=int(chunk[0])))
                 event_records += 1
         next_ts = int(stream.ts[hi]) if hi < n else int(stream.ts[-1]) + 1
         for p in range(partitions):
