@@ -249,8 +249,12 @@ def cpu_model() -> str:
 
 def machine() -> str:
     import kafka
+    import pandas as pd
+    from kafka.record.util import crc32c_c
 
-    versions = [f"Python {platform.python_version()}", f"kafka-python {kafka.__version__}", f"numpy {np.__version__}"]
+    crc = "native crc32c" if crc32c_c is not None else "pure-Python crc32c"
+    versions = [f"Python {platform.python_version()}", f"kafka-python {kafka.__version__} ({crc})",
+                f"numpy {np.__version__}", f"pandas {pd.__version__}"]
     try:
         import orjson
 
