@@ -25,6 +25,8 @@ from simulator.bus import wire
 
 log = logging.getLogger("rtsim.learner")
 
+RETRY_DEADLINE_S = 300.0  # how long a broker may be away before the learner gives up
+
 PeriodCallback = Callable[[int, str, int, list[StrategyResult]], None]
 
 
@@ -106,14 +108,30 @@ class StreamLearner:
                 while (closed := self.windows.pop_closed()) is not None:
                     t, events = closed
                     self._close(t, events)
+                    positions = self._retry(consumer.positions, "reading consumer positions")
                     if self._checkpoint_due(t):
-                        self._checkpoint(t, consumer.positions())
+                        self._checkpoint(t, positions)
                     if self.checkpoints is None or self._checkpoint_due(t):
                         # committed only once the checkpoint holding these positions is durable
-                        consumer.commit(self.windows.safe_positions(consumer.positions()))
+                        safe = self.windows.safe_positions(positions)
+                        self._retry(lambda: consumer.commit(safe), "committing offsets")
         finally:
             consumer.close()
             self._producer.close()
+
+    @staticmethod
+    def _retry(action: Callable[[], object], what: str, deadline_s: float = RETRY_DEADLINE_S):
+        """Retry a bus call with bounded backoff while the broker is away, saying so."""
+        delay, start = 0.5, time.monotonic()
+        while True:
+            try:
+                return action()
+            except BusError as err:
+                if time.monotonic() - start > deadline_s:
+                    raise
+                log.warning("%s failed (%s); retrying in %.1f s", what, err, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
     def _update_lag(self, consumer) -> None:
         try:
@@ -161,15 +179,13 @@ class StreamLearner:
         if message.offset < self._replay_until.get(message.partition, 0):
             self._reread(message)
             return
-        row = message.headers.get(wire.ROW_HEADER)
-        if row is not None:
-            if int(row) <= self._rows_seen.get(message.partition, -1):
-                self.stats.rejected["duplicate"] += 1  # a resumed producer sent it again
-                return
-            self._rows_seen[message.partition] = int(row)
         self.stats.records += 1
         try:
             decoded = wire.decode(message.headers, message.value)
+            row = self._producer_row(message)
+            if row is not None and row <= self._rows_seen.get(message.partition, -1):
+                self.stats.rejected["duplicate"] += 1  # a resumed producer sent it again
+                return
         except wire.DecodeError as err:
             self.stats.rejected[err.reason] += 1
             log.warning("rejected record %s/%d@%d: %s", message.topic, message.partition, message.offset, err)
@@ -177,12 +193,24 @@ class StreamLearner:
                               "partition": message.partition, "offset": message.offset,
                               "raw_base64": base64.b64encode(message.value).decode()})
             return
+        if row is not None:
+            self._rows_seen[message.partition] = row
         if decoded.kind == wire.EVENTS:
             self.windows.add(message.partition, message.offset, decoded.ts, decoded.users, decoded.items)
         elif decoded.kind == wire.WATERMARK:
             self.windows.watermark(message.partition, int(decoded.ts[0]))
         else:
             self.windows.end(message.partition)
+
+    @staticmethod
+    def _producer_row(message: Message) -> int | None:
+        raw = message.headers.get(wire.ROW_HEADER)
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise wire.DecodeError("bad_header", f"{wire.ROW_HEADER}={raw!r:.50} is not a row number") from None
 
     def _reread(self, message: Message) -> None:
         try:
@@ -199,17 +227,20 @@ class StreamLearner:
     def _close(self, t: int, events) -> None:
         results = self.engine.close_period(t, events)
         self.rows += [as_row(result) for result in results]
-        for result in results:
-            row = {"run_id": self.run_id, **{k: None if v != v else v for k, v in as_row(result).items()}}
-            self._producer.send(wire.results_topic(self.prefix), json.dumps(row).encode(), partition=0,
-                                key=self.run_id.encode(), headers=wire.headers("result"))
-        self._producer.flush()
+        self._retry(lambda: self._publish(results), "publishing results")
         if self.metrics is not None:
             engine = self.engine
             serving = engine.serving  # now: a swap made while the period closed stays in the metrics
             self.metrics.observe_period(t, results, serving, len(engine.user_vocab), len(engine.item_vocab),
                                         period_wall_seconds(self.manifest["schedule"], t, self._speed))
         self.on_period(t, self.engine.phases[t], len(events), results)
+
+    def _publish(self, results: list[StrategyResult]) -> None:
+        for result in results:
+            row = {"run_id": self.run_id, **{k: None if v != v else v for k, v in as_row(result).items()}}
+            self._producer.send(wire.results_topic(self.prefix), json.dumps(row).encode(), partition=0,
+                                key=self.run_id.encode(), headers=wire.headers("result"))
+        self._producer.flush()
 
     def _observe_ingest(self) -> None:
         if self.metrics is None:
