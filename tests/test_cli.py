@@ -127,3 +127,23 @@ def test_prepare_errors_exit_2_with_one_line(tmp_path, env):
         assert done.stderr.startswith("rtsim: error: ") and message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
     assert not list((tmp_path / "cache").glob("*/manifest.json"))
+
+
+def test_an_unwritable_run_directory_is_a_clear_error_and_a_nonzero_exit(tmp_path, env):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should be")
+    done = rtsim("run", "--preset", "tiny", "--runs-dir", blocker, "--data-dir", tmp_path / "prepared",
+                 "--no-progress", env=env, timeout=300)
+    assert done.returncode != 0
+    assert f"cannot write the run directory {blocker}" in done.stderr and "--runs-dir" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_resume_without_a_checkpoint_says_to_start_afresh(tmp_path, env):
+    run_dir = tmp_path / "runs" / "never-checkpointed"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("preset: tiny\n")
+    done = rtsim("run", "--resume", run_dir, "--data-dir", tmp_path / "prepared", "--no-progress", env=env,
+                 timeout=300)
+    assert done.returncode == 2
+    assert "no valid checkpoint" in done.stderr and "without --resume" in done.stderr
