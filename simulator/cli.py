@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import textwrap
@@ -326,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, MalformedInputError, FileNotFoundError, ValueError, BusError, TimeoutError,
             CheckpointError) as err:
+        print(f"rtsim: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.EADDRINUSE:  # a port taken: the message names it and the option
+            raise
         print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
