@@ -6,6 +6,7 @@ history up to and including it. Drawn once per period and shared by every strate
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,24 +34,40 @@ class _PeriodPairs:
 CHUNK_ROWS = 512
 
 
-def sample_eval_candidates(history: History, users: np.ndarray, items: np.ndarray,
-                           n_items_before: int, n_negatives: int, rng: np.random.Generator) -> Candidates:
-    """`history` holds the periods before this one; users/items are this period's codes."""
-    chunk_rows = CHUNK_ROWS
+@dataclass
+class HistoryChunk:
+    """Rows lo..hi of a period with what the protocol allows as candidates for each."""
+
+    lo: int
+    hi: int
+    seen: np.ndarray  # seen[r, i]: item i is in the history of row lo + r up to and including it
+    pool: np.ndarray  # items 0..pool[r]-1 are the ones seen up to and including row lo + r
+    eligible: np.ndarray  # pool minus the user's history, per row
+
+
+def history_chunks(history: History, users: np.ndarray, items: np.ndarray, n_items_before: int,
+                   chunk_rows: int = CHUNK_ROWS) -> Iterator[HistoryChunk]:
+    """The period's rows in chunks, each with its history bitmap (valid until the next chunk)."""
     n = len(users)
-    out = np.full((n, n_negatives), -1, dtype=np.int64)
-    counts = np.zeros(n, dtype=np.int64)
     if n == 0:
-        return Candidates(out, counts)
+        return
     pool = np.maximum.accumulate(np.maximum(items.astype(np.int64) + 1, n_items_before))
     period = _PeriodPairs(history, users, items)
     seen = np.zeros((min(chunk_rows, n), int(pool[-1])), dtype=bool)  # reused, cleared after use
     for lo in range(0, n, chunk_rows):
         hi = min(n, lo + chunk_rows)
         rows, cols = _mark_history(seen, history, period, users[lo:hi], np.arange(lo, hi))
-        eligible = pool[lo:hi] - np.bincount(rows, minlength=hi - lo)
-        _fill_chunk(out[lo:hi], counts[lo:hi], seen, pool[lo:hi], eligible, n_negatives, rng)
+        yield HistoryChunk(lo, hi, seen, pool[lo:hi], pool[lo:hi] - np.bincount(rows, minlength=hi - lo))
         seen[rows, cols] = False
+
+
+def sample_eval_candidates(history: History, users: np.ndarray, items: np.ndarray,
+                           n_items_before: int, n_negatives: int, rng: np.random.Generator) -> Candidates:
+    """`history` holds the periods before this one; users/items are this period's codes."""
+    out = np.full((len(users), n_negatives), -1, dtype=np.int64)
+    counts = np.zeros(len(users), dtype=np.int64)
+    for c in history_chunks(history, users, items, n_items_before):
+        _fill_chunk(out[c.lo:c.hi], counts[c.lo:c.hi], c.seen, c.pool, c.eligible, n_negatives, rng)
     return Candidates(out, counts)
 
 

@@ -34,6 +34,9 @@ class EvalConfig:
     ks: tuple[int, ...] = (5, 10, 20)
     # rows per scoring chunk: bounds memory at chunk x (negatives + 1) x dim floats
     chunk_rows: int = 512
+    # also rank each positive against every item seen so far (history excluded): the
+    # full_recall@K / full_ndcg@K columns. Costs one score per known item per interaction.
+    full_ranking: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 
 from learner.candidates import sample_eval_candidates
 from learner.config import LearnerConfig
-from learner.evaluation import PeriodMetrics, metrics_from_ranks, rank_positives
+from learner.evaluation import PeriodMetrics, full_ranks, metrics_from_ranks, rank_positives
 from learner.mf import MF, train_mf
 from learner.period import Period, SharedState
 from learner.strategies import REGISTRY, Strategy
@@ -38,6 +38,7 @@ class StrategyResult:
     metrics: PeriodMetrics
     retrain_seconds: float
     eval_seconds: float
+    full: PeriodMetrics | None = None  # against every known item, when eval.full_ranking is on
 
 
 class ControlError(ValueError):
@@ -116,7 +117,12 @@ class Engine:
             user_emb, item_emb = strategy.serving_embeddings()
             ranks = rank_positives(user_emb, item_emb, period.users, period.items,
                                    candidates.negatives, self.cfg.eval.chunk_rows)
-            scored[name] = (metrics_from_ranks(ranks, self.cfg.eval.ks, new_user, new_item),
+            full = None
+            if self.cfg.eval.full_ranking:
+                all_ranks = full_ranks(user_emb, item_emb, shared.history, period.users, period.items,
+                                       period.n_items_before)
+                full = metrics_from_ranks(all_ranks, self.cfg.eval.ks, new_user, new_item)
+            scored[name] = (metrics_from_ranks(ranks, self.cfg.eval.ks, new_user, new_item), full,
                             time.perf_counter() - start)
         # only now does the period join what the strategies may learn from
         shared.history.extend(period.users, period.items)
@@ -126,12 +132,12 @@ class Engine:
             start = time.perf_counter()
             strategy.retrain(period)
             retrain_seconds = time.perf_counter() - start
-            metrics, eval_seconds = scored[name]
+            metrics, full, eval_seconds = scored[name]
             results.append(StrategyResult(
                 period=t, phase=period.phase, strategy=name, serving=name == serving,
                 n_interactions=len(period.users), n_new_users=len(new_users), n_new_items=len(new_items),
                 n_candidates=n_candidates, metrics=metrics,
-                retrain_seconds=retrain_seconds, eval_seconds=eval_seconds,
+                retrain_seconds=retrain_seconds, eval_seconds=eval_seconds, full=full,
             ))
         self._apply_pending(due)
         return results

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from learner.candidates import history_chunks
+from learner.history import History
+
 SEGMENTS = ("OU-OI", "OU-NI", "NU-OI", "NU-NI")
 
 
@@ -44,6 +47,27 @@ def rank_positives(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.nda
             higher = ((s_neg > s_pos) & ~pad).sum(1)
             ties = ((s_neg == s_pos) & ~pad).sum(1)
             ranks[lo:hi] = (higher.double() + 0.5 * ties.double()).cpu().numpy()
+    return ranks
+
+
+def full_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, history: History, users: np.ndarray,
+               items: np.ndarray, n_items_before: int) -> np.ndarray:
+    """Tie-aware rank of each positive among every item seen up to and including its
+    interaction and not in the user's history (the full-ranking option)."""
+    device = user_emb.device
+    ranks = np.empty(len(users), dtype=np.float64)
+    with torch.no_grad():
+        for c in history_chunks(history, users, items, n_items_before):
+            n_pool = int(c.pool.max())
+            u = torch.as_tensor(users[c.lo:c.hi], device=device)
+            pos = torch.as_tensor(items[c.lo:c.hi], device=device)
+            scores = user_emb[u] @ item_emb[:n_pool].T
+            s_pos = scores.gather(1, pos.unsqueeze(1))
+            valid = ~torch.from_numpy(c.seen[: c.hi - c.lo, :n_pool]).to(device)
+            valid &= torch.arange(n_pool, device=device) < torch.as_tensor(c.pool, device=device).unsqueeze(1)
+            higher = ((scores > s_pos) & valid).sum(1)
+            ties = ((scores == s_pos) & valid).sum(1)
+            ranks[c.lo:c.hi] = (higher.double() + 0.5 * ties.double()).cpu().numpy()
     return ranks
 
 

@@ -15,11 +15,12 @@ KS = (5, 10, 20)
 TIMING_COLUMNS = ("retrain_seconds", "eval_seconds")
 
 
-def columns(ks: tuple[int, ...] = KS) -> list[str]:
+def columns(ks: tuple[int, ...] = KS, full_ranking: bool = False) -> list[str]:
     top = max(ks)
+    full = [f"full_recall@{k}" for k in ks] + [f"full_ndcg@{k}" for k in ks] if full_ranking else []
     return (["period", "phase", "strategy", "serving", "n_interactions", "n_new_users", "n_new_items", "n_candidates"]
             + [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
-            + [f"ndcg@{top}[{s}]" for s in SEGMENTS] + list(TIMING_COLUMNS))
+            + [f"ndcg@{top}[{s}]" for s in SEGMENTS] + full + list(TIMING_COLUMNS))
 
 
 def as_row(result: StrategyResult) -> dict:
@@ -34,6 +35,9 @@ def as_row(result: StrategyResult) -> dict:
     row.update({f"recall@{k}": v for k, v in m.recall.items()})
     row.update({f"ndcg@{k}": v for k, v in m.ndcg.items()})
     row.update({f"ndcg@{top}[{s}]": m.segment_ndcg[s] for s in SEGMENTS})
+    if result.full is not None:
+        row.update({f"full_recall@{k}": v for k, v in result.full.recall.items()})
+        row.update({f"full_ndcg@{k}": v for k, v in result.full.ndcg.items()})
     row.update(retrain_seconds=round(result.retrain_seconds, 4), eval_seconds=round(result.eval_seconds, 4))
     return row
 
@@ -41,9 +45,9 @@ def as_row(result: StrategyResult) -> dict:
 class PeriodsCsv:
     """Appends one row per (period, strategy) and flushes, so a crash loses no closed period."""
 
-    def __init__(self, path: Path, ks: tuple[int, ...] = KS) -> None:
+    def __init__(self, path: Path, ks: tuple[int, ...] = KS, full_ranking: bool = False) -> None:
         self.path = Path(path)
-        self.fields = columns(ks)
+        self.fields = columns(ks, full_ranking)
         if not self.path.exists():
             with open(self.path, "w", newline="") as handle:
                 csv.DictWriter(handle, self.fields).writeheader()

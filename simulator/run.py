@@ -104,7 +104,7 @@ class RunRecorder:
         self.run_dir = run_dir
         self.engine = engine
         self.report = report
-        self.csv = PeriodsCsv(run_dir.periods_csv, cfg.learner.eval.ks)
+        self.csv = PeriodsCsv(run_dir.periods_csv, cfg.learner.eval.ks, cfg.learner.eval.full_ranking)
         self.started = time.perf_counter()
 
     def on_period(self, t: int, phase: str, n_events: int, results: list[StrategyResult]) -> None:

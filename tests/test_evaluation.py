@@ -54,3 +54,41 @@ def test_metrics_by_hand():
 def test_empty_segment_is_nan_not_zero():
     m = metrics_from_ranks(np.array([1.0]), (5,), np.array([False]), np.array([False]))
     assert math.isnan(m.segment_ndcg["NU-NI"]) and m.segment_ndcg["OU-OI"] == 1 / math.log2(3)
+
+
+def test_full_ranking_counts_every_eligible_item_by_brute_force():
+    from learner.evaluation import full_ranks
+    from learner.history import History
+
+    rng = np.random.default_rng(3)
+    history = History()
+    history.extend(rng.integers(0, 8, 60), rng.integers(0, 30, 60))
+    users, items = rng.integers(0, 10, 40), rng.integers(0, 36, 40)
+    user_emb = torch.from_numpy(rng.integers(-2, 3, (10, 3)).astype(np.float32))  # small ints: real ties
+    item_emb = torch.from_numpy(rng.integers(-2, 3, (36, 3)).astype(np.float32))
+    ranks = full_ranks(user_emb, item_emb, history, users, items, 30)
+    for r in range(len(users)):
+        pool = max(30, int(items[: r + 1].max()) + 1)
+        seen = {i for u, i in zip(history.users, history.items) if u == users[r]}
+        seen |= {i for u, i in zip(users[: r + 1], items[: r + 1]) if u == users[r]}
+        scores = (item_emb @ user_emb[users[r]]).numpy()
+        s_pos = scores[items[r]]
+        others = [scores[j] for j in range(pool) if j not in seen]
+        assert ranks[r] == sum(s > s_pos for s in others) + 0.5 * sum(s == s_pos for s in others)
+
+
+def test_full_ranking_columns_in_a_run(tiny):
+    from dataclasses import replace
+
+    from learner.engine import Engine
+    from learner.results import as_row, columns
+
+    cfg, phases, periods = tiny
+    learner_cfg = replace(cfg.learner, eval=replace(cfg.learner.eval, full_ranking=True),
+                          strategies=replace(cfg.learner.strategies, enabled=["fine_tune"], serving="fine_tune"))
+    engine = Engine(learner_cfg, phases)
+    rows = [as_row(r) for t, events in periods[:4] for r in engine.close_period(t, events)]
+    assert set(columns(full_ranking=True)) == set(rows[0])
+    # the sampled negatives are a subset of the eligible items: a full rank is never better
+    assert all(row["full_ndcg@20"] <= row["ndcg@20"] and row["full_recall@20"] <= row["recall@20"] for row in rows)
+    assert any(row["full_ndcg@20"] < row["ndcg@20"] for row in rows)
