@@ -104,19 +104,12 @@ class Sml(Strategy):
         """Learn ŵ on D through the frozen transfer: L_r = BCE(f(W, ŵ)) + λ1/2 Σ_batch |ŵ|²."""
         spec: TrainSpec = self.cfg.step1
         self._set_theta_trainable(False)
-        device = self.shared.device
         for _ in range(epochs):
-            for idx in shuffled_batches(len(users), spec.batch, rng):
-                u = torch.as_tensor(users[idx], device=device)
-                i = torch.as_tensor(items[idx], device=device)
-                j = torch.as_tensor(self.shared.sample_negatives(users[idx], rng), device=device)
-                uu, u_inv = torch.unique(u, return_inverse=True)
-                ii, i_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
+            for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, rng):
                 h_u = self.w_hat.users.weight[uu].requires_grad_(True)
                 h_i = self.w_hat.items.weight[ii].requires_grad_(True)
                 out_u = self.theta_u(self.base_u[uu], h_u)[u_inv]
                 out_i = self.theta_i(self.base_i[ii], h_i)[i_inv]
-                b = len(idx)
                 s_pos = (out_u * out_i[:b]).sum(1)
                 s_neg = (out_u * out_i[b:]).sum(1)
                 rows_u, rows_i = h_u[u_inv], h_i[i_inv]
@@ -130,21 +123,27 @@ class Sml(Strategy):
     def _step2(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
         """Learn Θ on the next period with W_{s-1} and ŵ_s fixed: L_s = BCE(f(W, ŵ)) (+ λ2 via Adam)."""
         spec: TrainSpec = self.cfg.step2
-        device = self.shared.device
         for _ in range(spec.epochs):
-            for idx in shuffled_batches(len(users), spec.batch, rng):
-                u = torch.as_tensor(users[idx], device=device)
-                i = torch.as_tensor(items[idx], device=device)
-                j = torch.as_tensor(self.shared.sample_negatives(users[idx], rng), device=device)
-                uu, u_inv = torch.unique(u, return_inverse=True)
-                ii, i_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
+            for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, rng):
                 out_u = self.theta_u(self.base_u[uu], self.w_hat.users.weight[uu])[u_inv]
                 out_i = self.theta_i(self.base_i[ii], self.w_hat.items.weight[ii])[i_inv]
-                b = len(idx)
                 loss = bce_loss((out_u * out_i[:b]).sum(1), (out_u * out_i[b:]).sum(1))
                 self.theta_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.theta_opt.step()
+
+    def _batches(self, users: np.ndarray, items: np.ndarray, batch: int, rng: np.random.Generator):
+        """Shuffled batches with one sampled negative per row, as unique rows and inverses,
+        so the transfer runs once per distinct user and item: (b, uu, u_inv, ii, i_inv)
+        where items ii[i_inv[:b]] are the positives and ii[i_inv[b:]] the negatives."""
+        device = self.shared.device
+        for idx in shuffled_batches(len(users), batch, rng):
+            u = torch.as_tensor(users[idx], device=device)
+            i = torch.as_tensor(items[idx], device=device)
+            j = torch.as_tensor(self.shared.sample_negatives(users[idx], rng), device=device)
+            uu, u_inv = torch.unique(u, return_inverse=True)
+            ii, i_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
+            yield len(idx), uu, u_inv, ii, i_inv
 
     def _set_theta_trainable(self, flag: bool) -> None:
         for p in list(self.theta_u.parameters()) + list(self.theta_i.parameters()):
