@@ -1,0 +1,111 @@
+"""A sub-minute smoke benchmark to compare later work against, by ratio.
+
+Times, on the synthetic Yelp shape at 0.02x scale (60k events, 40 periods): one retrain
+of every strategy at period 20 (state built cheaply, as bench_retrain.py does), the evaluation of that period, and the learner's ingest
+of the whole log over the in-process bus. Each figure is the median of --repeats runs.
+With --baseline FILE it prints each figure's ratio to a recorded run (> 1 = slower now);
+with --save FILE it records this run.
+
+examples:
+  python benchmarks/smoke.py --save benchmarks/smoke-baseline.json
+  python benchmarks/smoke.py --baseline benchmarks/smoke-baseline.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+
+from bench_retrain import build_state  # noqa: E402 (a sibling script: run from the repo root)
+from learner.candidates import sample_eval_candidates
+from learner.engine import Engine
+from learner.evaluation import rank_positives
+from learner.stream import StreamLearner
+from replay_data.prepared import prepare
+from simulator.bus.memory import MemoryBus
+from simulator.config import resolve
+from simulator.producer import ReplayProducer
+from simulator.run import prepared_periods, replay_settings
+
+PERIOD = 20
+STRATEGIES = ("sml", "sml_s", "fine_tune", "full_retrain", "spmf")
+
+
+class _CountingEngine:
+    """Stands in for the engine during the ingest measurement: no retraining."""
+
+    def __init__(self, phases: list[str]) -> None:
+        self.phases = phases
+        self.serving = "none"
+        self.user_vocab = self.item_vocab = ()
+
+    def close_period(self, t, events):
+        return []
+
+
+def measure(cache: str) -> dict[str, float]:
+    cfg = resolve("synthetic-business", overrides=["data.reader.scale=0.02"])
+    log, _ = prepare(cfg.data, cache, progress=False)
+    periods = list(prepared_periods(log))
+    out: dict[str, float] = {}
+    learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=list(STRATEGIES)))
+    engine = Engine(learner_cfg, log.phases)
+    build_state(engine, periods, PERIOD - 1, base_epochs=2)  # cheap state, as bench_retrain does
+    for name in STRATEGIES:
+        engine.strategies[name] = engine._new_strategy(name, engine.base_model)
+    previous, new_users, new_items = engine._register(*periods[PERIOD - 1])
+    for strategy in engine.strategies.values():
+        strategy.grow(engine._rows(new_users, "user"), engine._rows(new_items, "item"))
+    engine.shared.history.extend(previous.users, previous.items)
+    for name in ("sml", "sml_s"):  # a task in progress, so the timed SML retrain has its K rounds
+        engine.strategies[name].retrain(replace(previous, phase="online"))
+    period, new_users, new_items = engine._register(*periods[PERIOD])
+    for strategy in engine.strategies.values():
+        strategy.grow(engine._rows(new_users, "user"), engine._rows(new_items, "item"))
+    start = time.perf_counter()
+    cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
+                                  learner_cfg.eval.negatives, engine.shared.rng("eval", PERIOD))
+    out["eval candidates"] = time.perf_counter() - start
+    users, items = engine.strategies["sml"].serving_embeddings()
+    start = time.perf_counter()
+    rank_positives(users, items, period.users, period.items, cand.negatives, learner_cfg.eval.chunk_rows)
+    out["eval scoring (one strategy)"] = time.perf_counter() - start
+    engine.shared.history.extend(period.users, period.items)
+    for name, strategy in engine.strategies.items():
+        start = time.perf_counter()
+        strategy.retrain(period)
+        out[f"retrain {name}"] = time.perf_counter() - start
+    bus = MemoryBus()
+    producer = ReplayProducer(bus, log, "smoke", replay_settings(cfg, "smoke"))
+    manifest = producer.publish_manifest()
+    producer.run()
+    start = time.perf_counter()
+    StreamLearner(bus, _CountingEngine(log.phases), manifest).run()
+    out["ingest, memory bus"] = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", help="a JSON file written by --save: print ratios to it")
+    parser.add_argument("--save", help="write this run's medians to a JSON file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        runs = [measure(cache) for _ in range(args.repeats)]
+    medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    baseline = json.load(open(args.baseline)) if args.baseline else {}
+    print("| figure | median s | ratio to baseline |\n|---|---|---|")
+    for key, value in medians.items():
+        ratio = f"{value / baseline[key]:.2f}" if key in baseline and baseline[key] > 0 else "–"
+        print(f"| {key} | {value:.3f} | {ratio} |")
+    if args.save:
+        with open(args.save, "w") as handle:
+            json.dump(medians, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
