@@ -44,6 +44,28 @@ def build_state(engine: Engine, periods, upto: int, base_epochs: int) -> None:
     engine.next_period = upto
 
 
+def state_at(engine: Engine, periods, p: int, base_epochs: int):
+    """Every enabled strategy started on a cheap state at period p, SML with a task in
+    progress (started untimed on D_{p-1}); returns period p, registered but not yet in
+    the history, ready to be evaluated and then retrained."""
+    build_state(engine, periods, p - 1, base_epochs)
+    for name in engine.enabled:
+        engine.strategies[name] = engine._new_strategy(name, engine.base_model)
+    previous = _register_and_grow(engine, periods[p - 1])
+    engine.shared.history.extend(previous.users, previous.items)
+    for strategy in engine.strategies.values():
+        if hasattr(strategy, "task"):  # only SML-style strategies carry work across periods
+            strategy.retrain(replace(previous, phase="online"))
+    return _register_and_grow(engine, periods[p])
+
+
+def _register_and_grow(engine: Engine, period_events):
+    period, new_users, new_items = engine._register(*period_events)
+    for strategy in engine.strategies.values():
+        strategy.grow(engine._rows(new_users, "user"), engine._rows(new_items, "item"))
+    return period
+
+
 def profile_top(profiler: cProfile.Profile, n: int) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(n)
@@ -74,21 +96,7 @@ def main() -> None:
     rows, profiles = [], []
     for p in args.periods:
         engine = Engine(learner_cfg, log.phases)
-        warm_up = p - 1
-        build_state(engine, periods, warm_up, args.base_epochs)
-        for name in args.strategies:
-            engine.strategies[name] = engine._new_strategy(name, engine.base_model)
-        # one untimed retrain on D_{P-1}: SML then has a task in progress, as in a run
-        previous, new_users, new_items = engine._register(*periods[warm_up])
-        for strategy in engine.strategies.values():
-            strategy.grow(engine._rows(new_users, "user"), engine._rows(new_items, "item"))
-        engine.shared.history.extend(previous.users, previous.items)
-        for strategy in engine.strategies.values():
-            if hasattr(strategy, "task"):  # only SML-style strategies carry work across periods
-                strategy.retrain(replace(previous, phase="online"))
-        period, new_users, new_items = engine._register(*periods[p])
-        for strategy in engine.strategies.values():
-            strategy.grow(engine._rows(new_users, "user"), engine._rows(new_items, "item"))
+        period = state_at(engine, periods, p, args.base_epochs)
         start = time.perf_counter()
         cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
                                       learner_cfg.eval.negatives, engine.shared.rng("eval", p))

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import replace
 
-from bench_retrain import build_state  # noqa: E402 (a sibling script: run from the repo root)
+from bench_retrain import state_at  # a sibling script: its folder is on sys.path when run
 from learner.candidates import sample_eval_candidates
 from learner.engine import Engine
 from learner.evaluation import rank_positives
@@ -53,18 +53,7 @@ def measure(cache: str) -> dict[str, float]:
     out: dict[str, float] = {}
     learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=list(STRATEGIES)))
     engine = Engine(learner_cfg, log.phases)
-    build_state(engine, periods, PERIOD - 1, base_epochs=2)  # cheap state, as bench_retrain does
-    for name in STRATEGIES:
-        engine.strategies[name] = engine._new_strategy(name, engine.base_model)
-    previous, new_users, new_items = engine._register(*periods[PERIOD - 1])
-    for strategy in engine.strategies.values():
-        strategy.grow(engine._rows(new_users, "user"), engine._rows(new_items, "item"))
-    engine.shared.history.extend(previous.users, previous.items)
-    for name in ("sml", "sml_s"):  # a task in progress, so the timed SML retrain has its K rounds
-        engine.strategies[name].retrain(replace(previous, phase="online"))
-    period, new_users, new_items = engine._register(*periods[PERIOD])
-    for strategy in engine.strategies.values():
-        strategy.grow(engine._rows(new_users, "user"), engine._rows(new_items, "item"))
+    period = state_at(engine, periods, PERIOD, base_epochs=2)  # cheap state, as bench_retrain does
     start = time.perf_counter()
     cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
                                   learner_cfg.eval.negatives, engine.shared.rng("eval", PERIOD))
