@@ -95,13 +95,13 @@ def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: 
         for idx in plan(rng):
             neg = torch.as_tensor(sample_negatives(users[idx], rng), device=device)
             idx_t = torch.as_tensor(idx, device=device)
-            mf_step(model, users_t[idx_t], items_t[idx_t], neg, spec)
+            mf_step(model, users_t.index_select(0, idx_t), items_t.index_select(0, idx_t), neg, spec)
 
 
 def mf_step(model: MF, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, spec: TrainSpec) -> None:
-    pu = model.users.weight[u]
-    qi = model.items.weight[i]
-    qj = model.items.weight[j]
+    pu = model.users.weight.index_select(0, u)
+    qi = model.items.weight.index_select(0, i)
+    qj = model.items.weight.index_select(0, j)
     g_u, g_i, g_j = mf_gradients(pu, qi, qj, spec.l2)
     _apply(model.users, u, g_u, spec.lr)
     _apply(model.items, torch.cat([i, j]), torch.cat([g_i, g_j]), spec.lr)

@@ -106,13 +106,13 @@ class Sml(Strategy):
         self._set_theta_trainable(False)
         for _ in range(epochs):
             for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, rng):
-                h_u = self.w_hat.users.weight[uu].requires_grad_(True)
-                h_i = self.w_hat.items.weight[ii].requires_grad_(True)
-                out_u = self.theta_u(self.base_u[uu], h_u)[u_inv]
-                out_i = self.theta_i(self.base_i[ii], h_i)[i_inv]
+                h_u = self.w_hat.users.weight.index_select(0, uu).requires_grad_(True)
+                h_i = self.w_hat.items.weight.index_select(0, ii).requires_grad_(True)
+                out_u = self.theta_u(self.base_u.index_select(0, uu), h_u).index_select(0, u_inv)
+                out_i = self.theta_i(self.base_i.index_select(0, ii), h_i).index_select(0, i_inv)
                 s_pos = (out_u * out_i[:b]).sum(1)
                 s_neg = (out_u * out_i[b:]).sum(1)
-                rows_u, rows_i = h_u[u_inv], h_i[i_inv]
+                rows_u, rows_i = h_u.index_select(0, u_inv), h_i.index_select(0, i_inv)
                 l2 = 0.5 * spec.l2 * (rows_u.pow(2).sum() + rows_i.pow(2).sum())
                 (bce_loss(s_pos, s_neg) + l2).backward()
                 with torch.no_grad():
@@ -125,8 +125,8 @@ class Sml(Strategy):
         spec: TrainSpec = self.cfg.step2
         for _ in range(spec.epochs):
             for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, rng):
-                out_u = self.theta_u(self.base_u[uu], self.w_hat.users.weight[uu])[u_inv]
-                out_i = self.theta_i(self.base_i[ii], self.w_hat.items.weight[ii])[i_inv]
+                out_u = self.theta_u(*_rows(uu, self.base_u, self.w_hat.users.weight)).index_select(0, u_inv)
+                out_i = self.theta_i(*_rows(ii, self.base_i, self.w_hat.items.weight)).index_select(0, i_inv)
                 loss = bce_loss((out_u * out_i[:b]).sum(1), (out_u * out_i[b:]).sum(1))
                 self.theta_opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -167,6 +167,10 @@ class Sml(Strategy):
         self.serve_u, self.serve_i = (t.to(device) for t in state["serve"])
         self.w_hat = MF.from_state(state["w_hat"], device)
         self.task = state["task"]
+
+
+def _rows(rows: torch.Tensor, *tables: torch.Tensor) -> list[torch.Tensor]:
+    return [table.index_select(0, rows) for table in tables]
 
 
 @register
