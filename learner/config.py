@@ -32,8 +32,9 @@ class ModelConfig:
 class EvalConfig:
     negatives: int = 999
     ks: tuple[int, ...] = (5, 10, 20)
-    # rows per scoring chunk: bounds memory at chunk x (negatives + 1) x dim floats
-    chunk_rows: int = 512
+    # rows per scoring chunk (memory: chunk x (negatives + 1) x dim floats). Small chunks
+    # keep the gathered candidate rows in cache: 32 scored 3.7x faster than 512 on CPU
+    chunk_rows: int = 32
     # also rank each positive against every item seen so far (history excluded): the
     # full_recall@K / full_ndcg@K columns. Costs one score per known item per interaction.
     full_ranking: bool = False
