@@ -11,6 +11,10 @@ DESIGN.md, "SML in streaming order", has the derivation from the reference code.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -61,6 +65,10 @@ class Sml(Strategy):
         return False
 
     def retrain(self, period: Period) -> None:
+        with _torch_threads(self.cfg.threads or os.cpu_count() or 1):
+            self._retrain(period)
+
+    def _retrain(self, period: Period) -> None:
         frozen = self.frozen(period)
         if self.task is not None and not frozen:
             self._finish_task(period)
@@ -167,6 +175,16 @@ class Sml(Strategy):
         self.serve_u, self.serve_i = (t.to(device) for t in state["serve"])
         self.w_hat = MF.from_state(state["w_hat"], device)
         self.task = state["task"]
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _rows(rows: torch.Tensor, *tables: torch.Tensor) -> list[torch.Tensor]:
