@@ -20,12 +20,13 @@ import io
 import pstats
 import resource
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from learner.candidates import sample_eval_candidates
 from learner.engine import Engine
 from learner.evaluation import rank_positives
 from learner.mf import MF, train_mf
+from learner.period import Period
 from replay_data.prepared import prepare
 from simulator.config import resolve
 from simulator.run import prepared_periods
@@ -66,6 +67,38 @@ def _register_and_grow(engine: Engine, period_events):
     return period
 
 
+@dataclass
+class PeriodTimes:
+    candidates_s: float  # the shared evaluation candidates
+    strategies: dict[str, tuple[float, float, str]]  # name -> (retrain s, scoring s, profile or "")
+
+
+def time_period(engine: Engine, period: Period, profile_lines: int = 0) -> PeriodTimes:
+    """Evaluate then retrain every strategy on `period` (from state_at), as the engine does,
+    timing each part; with profile_lines > 0 each retrain runs under cProfile."""
+    cfg = engine.cfg
+    start = time.perf_counter()
+    cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
+                                  cfg.eval.negatives, engine.shared.rng("eval", period.index))
+    out = PeriodTimes(time.perf_counter() - start, {})
+    engine.shared.history.extend(period.users, period.items)
+    for name, strategy in engine.strategies.items():
+        start = time.perf_counter()
+        rank_positives(*strategy.serving_embeddings(), period.users, period.items, cand.negatives,
+                       cfg.eval.chunk_rows)
+        score_s = time.perf_counter() - start
+        profiler = cProfile.Profile() if profile_lines else None
+        start = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        strategy.retrain(period)
+        if profiler:
+            profiler.disable()
+        out.strategies[name] = (time.perf_counter() - start, score_s,
+                                profile_top(profiler, profile_lines) if profiler else "")
+    return out
+
+
 def profile_top(profiler: cProfile.Profile, n: int) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(n)
@@ -97,24 +130,10 @@ def main() -> None:
     for p in args.periods:
         engine = Engine(learner_cfg, log.phases)
         period = state_at(engine, periods, p, args.base_epochs)
-        start = time.perf_counter()
-        cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
-                                      learner_cfg.eval.negatives, engine.shared.rng("eval", p))
-        candidate_s = time.perf_counter() - start
-        engine.shared.history.extend(period.users, period.items)
-        for name, strategy in engine.strategies.items():
-            start = time.perf_counter()
-            users, items = strategy.serving_embeddings()
-            rank_positives(users, items, period.users, period.items, cand.negatives, learner_cfg.eval.chunk_rows)
-            score_s = time.perf_counter() - start
-            profiler = cProfile.Profile()
-            start = time.perf_counter()
-            profiler.enable()
-            strategy.retrain(replace(period, phase=log.phases[p]))
-            profiler.disable()
-            retrain_s = time.perf_counter() - start
-            rows.append((p, name, len(period.users), len(engine.shared.history), retrain_s, score_s, candidate_s))
-            profiles.append(f"### period {p}, {name}: {retrain_s:.1f} s\n```\n{profile_top(profiler, args.profile_lines)}\n```")
+        timed = time_period(engine, replace(period, phase=log.phases[p]), profile_lines=args.profile_lines)
+        for name, (retrain_s, score_s, profile) in timed.strategies.items():
+            rows.append((p, name, len(period.users), len(engine.shared.history), retrain_s, score_s, timed.candidates_s))
+            profiles.append(f"### period {p}, {name}: {retrain_s:.1f} s\n```\n{profile}\n```")
             print(f"period {p:>3} {name:<13} retrain {retrain_s:8.2f} s  score {score_s:6.2f} s", flush=True)
     print("\n| period | strategy | interactions | history | retrain s | eval s (score + shared candidates) | eval interactions/s |")
     print("|---|---|---|---|---|---|---|")

@@ -19,10 +19,8 @@ import tempfile
 import time
 from dataclasses import replace
 
-from bench_retrain import state_at  # a sibling script: its folder is on sys.path when run
-from learner.candidates import sample_eval_candidates
+from bench_retrain import state_at, time_period  # a sibling script: its folder is on sys.path when run
 from learner.engine import Engine
-from learner.evaluation import rank_positives
 from learner.stream import StreamLearner
 from replay_data.prepared import prepare
 from simulator.bus.memory import MemoryBus
@@ -54,19 +52,11 @@ def measure(cache: str) -> dict[str, float]:
     learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=list(STRATEGIES)))
     engine = Engine(learner_cfg, log.phases)
     period = state_at(engine, periods, PERIOD, base_epochs=2)  # cheap state, as bench_retrain does
-    start = time.perf_counter()
-    cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
-                                  learner_cfg.eval.negatives, engine.shared.rng("eval", PERIOD))
-    out["eval candidates"] = time.perf_counter() - start
-    users, items = engine.strategies["sml"].serving_embeddings()
-    start = time.perf_counter()
-    rank_positives(users, items, period.users, period.items, cand.negatives, learner_cfg.eval.chunk_rows)
-    out["eval scoring (one strategy)"] = time.perf_counter() - start
-    engine.shared.history.extend(period.users, period.items)
-    for name, strategy in engine.strategies.items():
-        start = time.perf_counter()
-        strategy.retrain(period)
-        out[f"retrain {name}"] = time.perf_counter() - start
+    timed = time_period(engine, period)
+    out["eval candidates"] = timed.candidates_s
+    out["eval scoring (one strategy)"] = timed.strategies["sml"][1]
+    for name, (retrain_s, _, _) in timed.strategies.items():
+        out[f"retrain {name}"] = retrain_s
     bus = MemoryBus()
     producer = ReplayProducer(bus, log, "smoke", replay_settings(cfg, "smoke"))
     manifest = producer.publish_manifest()
