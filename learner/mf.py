@@ -1,7 +1,7 @@
 """Matrix factorisation scored by dot product, trained with BCE and one sampled negative."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -92,10 +92,27 @@ def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: 
     items_t = torch.as_tensor(items, dtype=torch.int64, device=device)
     plan = batches or (lambda g: shuffled_batches(len(users), spec.batch, g))
     for _ in range(spec.epochs):
-        for idx in plan(rng):
-            neg = torch.as_tensor(sample_negatives(users[idx], rng), device=device)
+        for idx, neg in with_negatives(users, plan(rng), sample_negatives, rng):
             idx_t = torch.as_tensor(idx, device=device)
-            mf_step(model, users_t.index_select(0, idx_t), items_t.index_select(0, idx_t), neg, spec)
+            neg_t = torch.as_tensor(neg, device=device)
+            mf_step(model, users_t.index_select(0, idx_t), items_t.index_select(0, idx_t), neg_t, spec)
+
+
+def with_negatives(users: np.ndarray, batches: Iterable[np.ndarray], sample_negatives: NegativeSampler,
+                   rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch's batches of row indices, each with one training negative per row.
+
+    The negatives are drawn for the whole epoch at once: one vectorised draw, whose
+    history lookups run sorted, costs a fraction of one draw per batch.
+    """
+    batches = list(batches)
+    if not batches:
+        return
+    negatives = sample_negatives(users[np.concatenate(batches)], rng)
+    lo = 0
+    for idx in batches:
+        yield idx, negatives[lo : lo + len(idx)]
+        lo += len(idx)
 
 
 def mf_step(model: MF, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, spec: TrainSpec) -> None:
