@@ -1,0 +1,107 @@
+"""End-to-end replays: `rtsim run` of a whole protocol, with its wall time split.
+
+Runs `rtsim run` in a child process (prepared log cached first, so preparing is not
+counted), over the in-process bus or, with --kafka, through a local Kafka broker that this
+script starts and stops. From the run's periods.csv it splits the wall time into
+evaluation and retraining per strategy; pretraining the shared base model is timed apart
+on the same data with the same settings (deterministic: the same work); the rest is
+transport and ingest plus start-up and bookkeeping (imports, checkpoints, CSV, the final
+report with its plots: a few seconds in all). Peak resident
+memory is the child's. The run directory keeps periods.csv, summary.md and
+plots/retrain_seconds.png (retrain seconds per period per strategy).
+
+examples:
+  python benchmarks/bench_replay.py --preset synthetic-business --set data.reader.scale=0.1
+  python benchmarks/bench_replay.py --preset synthetic-business --set data.reader.scale=0.1 --kafka
+  python benchmarks/bench_replay.py --preset synthetic-news --set data.reader.scale=0.1 --runs-dir /tmp/runs
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from learner.engine import Engine
+from learner.mf import MF, train_mf
+from replay_data.prepared import prepare
+from simulator.config import resolve
+from simulator.kafka_local import LocalKafka, free_port
+
+
+def pretrain_seconds(cfg, log) -> float:
+    """The engine's pretraining on this log, timed on its own."""
+    engine = Engine(cfg.learner, log.phases)
+    bounds = log.period_bounds()
+    n_pretrain = sum(phase == "pretrain" for phase in log.phases)
+    for t in range(n_pretrain):
+        period, _, _ = engine._register(t, log.frame(bounds[t], bounds[t + 1]))
+        engine.shared.history.extend(period.users, period.items)
+    base = MF.from_rows(engine._rows(engine.user_vocab.ids, "user"), engine._rows(engine.item_vocab.ids, "item"))
+    history = engine.shared.history
+    torch.set_num_threads(cfg.learner.threads)
+    start = time.perf_counter()
+    train_mf(base, history.users, history.items, engine.shared.sample_negatives, cfg.learner.pretrain,
+             engine.shared.rng("pretrain"))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="synthetic-business")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--kafka", action="store_true", help="through a local Kafka broker started here")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--data-dir", help="prepared-log cache (default: rtsim's)")
+    args = parser.parse_args()
+
+    cfg = resolve(args.preset, None, args.overrides, None)
+    log, _ = prepare(cfg.data, args.data_dir, progress=True)
+    run_id = f"bench-{args.preset}-{'kafka' if args.kafka else 'memory'}-{time.strftime('%Y%m%dT%H%M%S')}"
+    command = [sys.executable, "-m", "simulator.cli", "run", "--preset", args.preset, "--run-id", run_id,
+               "--runs-dir", args.runs_dir, "--no-progress", "--metrics-port", "0", "--control-port", "0",
+               "--set", "serve.producer_metrics_port=0", "--set", "serve.producer_control_port=0"]
+    command += [arg for override in args.overrides for arg in ("--set", override)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    broker = None
+    if args.kafka:
+        broker = LocalKafka(port=free_port(), die_with_parent=True)
+        command += ["--bus", f"kafka://{broker.up()}"]
+    print(" ".join(command), flush=True)
+    try:
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+    finally:
+        if broker is not None:
+            broker.down()
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    frame = pd.read_csv(Path(args.runs_dir) / run_id / "periods.csv")
+    pretrain = pretrain_seconds(cfg, log)
+    per_strategy = frame.groupby("strategy")[["eval_seconds", "retrain_seconds"]].sum()
+    evaluation, retraining = per_strategy["eval_seconds"].sum(), per_strategy["retrain_seconds"].sum()
+    rest = wall - evaluation - retraining - pretrain
+    print(f"\n{args.preset} {' '.join(args.overrides)}: {len(log.ts):,} events, {len(log.phases)} periods, "
+          f"bus {'kafka' if args.kafka else 'memory'}; run directory {Path(args.runs_dir) / run_id}\n")
+    print("| part | seconds | share |\n|---|---|---|")
+    parts = [("wall time", wall), ("pretraining (timed apart)", pretrain), ("evaluation, all strategies", evaluation),
+             ("retraining, all strategies", retraining), ("transport, ingest, start-up and bookkeeping (the rest)", rest)]
+    for name, seconds in parts:
+        print(f"| {name} | {seconds:,.1f} | {seconds / wall:.0%} |")
+    print("\n| strategy | evaluation s | retraining s | retrain s per period: median | first | last |")
+    print("|---|---|---|---|---|---|")
+    for name, row in per_strategy.iterrows():
+        retrain = frame[frame["strategy"] == name].sort_values("period")["retrain_seconds"]
+        print(f"| {name} | {row['eval_seconds']:,.1f} | {row['retrain_seconds']:,.1f} | {retrain.median():.2f} "
+              f"| {retrain.iloc[0]:.2f} | {retrain.iloc[-1]:.2f} |")
+    print(f"\npeak resident memory of the run: {peak_mib:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
