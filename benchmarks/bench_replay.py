@@ -10,14 +10,22 @@ report with its plots: a few seconds in all). Peak resident
 memory is the child's. The run directory keeps periods.csv, summary.md and
 plots/retrain_seconds.png (retrain seconds per period per strategy).
 
+Long runs can be stopped (Ctrl-C, or the machine going away) and continued with
+--resume --run-id ID: the run goes on from its newest checkpoint, each leg's wall time and
+peak memory are kept in RUN_DIR/bench_legs.json, and the report adds the legs up (work
+redone since the last checkpoint is counted again).
+
 examples:
   python benchmarks/bench_replay.py --preset synthetic-business --set data.reader.scale=0.1
+  python benchmarks/bench_replay.py --preset synthetic-business --run-id yelp-full            # paper scale, hours
+  python benchmarks/bench_replay.py --preset synthetic-business --run-id yelp-full --resume   # after a stop
   python benchmarks/bench_replay.py --preset synthetic-business --set data.reader.scale=0.1 --kafka
   python benchmarks/bench_replay.py --preset synthetic-news --set data.reader.scale=0.1 --runs-dir /tmp/runs
 """
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -32,6 +40,8 @@ from learner.mf import MF, train_mf
 from replay_data.prepared import prepare
 from simulator.config import resolve
 from simulator.kafka_local import LocalKafka, free_port
+
+LEGS = "bench_legs.json"
 
 
 def pretrain_seconds(cfg, log) -> float:
@@ -51,44 +61,72 @@ def pretrain_seconds(cfg, log) -> float:
     return time.perf_counter() - start
 
 
+def run_leg(command: list[str], run_dir: Path, kafka: bool) -> bool:
+    """Run `rtsim run` once (with a broker of its own for Kafka); record its wall time and
+    peak memory in run_dir; returns whether the run finished."""
+    broker = None
+    if kafka:
+        broker = LocalKafka(port=free_port(), die_with_parent=True)
+        command = [*command, "--bus", f"kafka://{broker.up()}"]
+    print(" ".join(command), flush=True)
+    start = time.perf_counter()
+    try:
+        finished = subprocess.run(command, stdout=subprocess.DEVNULL).returncode == 0
+    except KeyboardInterrupt:
+        finished = False
+    finally:
+        wall = time.perf_counter() - start
+        if broker is not None:
+            broker.down()
+    if run_dir.exists():
+        legs = json.loads((run_dir / LEGS).read_text()) if (run_dir / LEGS).exists() else []
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        legs.append({"wall_s": wall, "peak_mib": peak_mib, "finished": finished})
+        (run_dir / LEGS).write_text(json.dumps(legs, indent=2))
+    return finished
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="synthetic-business")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--kafka", action="store_true", help="through a local Kafka broker started here")
     parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--run-id", help="run id (default bench-<preset>-<bus>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue --run-id from its newest checkpoint")
     parser.add_argument("--data-dir", help="prepared-log cache (default: rtsim's)")
     args = parser.parse_args()
 
     cfg = resolve(args.preset, None, args.overrides, None)
     log, _ = prepare(cfg.data, args.data_dir, progress=True)
-    run_id = f"bench-{args.preset}-{'kafka' if args.kafka else 'memory'}-{time.strftime('%Y%m%dT%H%M%S')}"
+    if args.resume and not args.run_id:
+        parser.error("--resume needs the --run-id of the run to continue")
+    bus = "kafka" if args.kafka else "memory"
+    run_id = args.run_id or f"bench-{args.preset}-{bus}-{time.strftime('%Y%m%dT%H%M%S')}"
+    run_dir = Path(args.runs_dir) / run_id
     command = [sys.executable, "-m", "simulator.cli", "run", "--preset", args.preset, "--run-id", run_id,
                "--runs-dir", args.runs_dir, "--no-progress", "--metrics-port", "0", "--control-port", "0",
                "--set", "serve.producer_metrics_port=0", "--set", "serve.producer_control_port=0"]
     command += [arg for override in args.overrides for arg in ("--set", override)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
-    broker = None
-    if args.kafka:
-        broker = LocalKafka(port=free_port(), die_with_parent=True)
-        command += ["--bus", f"kafka://{broker.up()}"]
-    print(" ".join(command), flush=True)
-    try:
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - start
-    finally:
-        if broker is not None:
-            broker.down()
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    frame = pd.read_csv(Path(args.runs_dir) / run_id / "periods.csv")
+    if args.resume:
+        command += ["--resume", str(run_dir)]
+    if not run_leg(command, run_dir, args.kafka):
+        if not (run_dir / "config.yaml").exists():
+            sys.exit("rtsim run failed before writing its run directory: see its messages above")
+        sys.exit(f"stopped; continue with: python benchmarks/bench_replay.py {' '.join(sys.argv[1:])}"
+                 f"{'' if args.resume else f' --run-id {run_id} --resume'}")
+    legs = json.loads((run_dir / LEGS).read_text())
+    wall = sum(leg["wall_s"] for leg in legs)
+    peak_mib = max(leg["peak_mib"] for leg in legs)
+    frame = pd.read_csv(run_dir / "periods.csv")
     pretrain = pretrain_seconds(cfg, log)
     per_strategy = frame.groupby("strategy")[["eval_seconds", "retrain_seconds"]].sum()
     evaluation, retraining = per_strategy["eval_seconds"].sum(), per_strategy["retrain_seconds"].sum()
     rest = wall - evaluation - retraining - pretrain
     print(f"\n{args.preset} {' '.join(args.overrides)}: {len(log.ts):,} events, {len(log.phases)} periods, "
-          f"bus {'kafka' if args.kafka else 'memory'}; run directory {Path(args.runs_dir) / run_id}\n")
+          f"bus {bus}; run directory {run_dir}, {len(legs)} leg(s)\n")
     print("| part | seconds | share |\n|---|---|---|")
     parts = [("wall time", wall), ("pretraining (timed apart)", pretrain), ("evaluation, all strategies", evaluation),
              ("retraining, all strategies", retraining), ("transport, ingest, start-up and bookkeeping (the rest)", rest)]
