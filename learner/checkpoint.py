@@ -8,10 +8,10 @@ the checksum and falls back to older checkpoints, saying which one it used and w
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from collections.abc import Callable
+from typing import BinaryIO
 from pathlib import Path
 
 log = logging.getLogger("rtsim.checkpoint")
@@ -21,13 +21,29 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or none can be read; the message says what to do."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        handle.write(data)
+        write(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+class _HashingWriter:
+    """Passes bytes on to a file and hashes them on the way, so a checkpoint streams to disk
+    instead of being built in memory first (in memory it cost two copies of the state)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -49,16 +65,20 @@ class CheckpointStore:
     def save(self, period: int, state: dict) -> Path:
         import torch  # here, so the CLI can name CheckpointError without loading torch
 
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        data = buffer.getvalue()
         path = self.directory / self._name(period)
+        digest = []
+
+        def save_hashed(handle: BinaryIO) -> None:
+            writer = _HashingWriter(handle)
+            torch.save(state, writer)
+            digest.append(writer.sha256.hexdigest())
+
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, data)
-            _write_atomic(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+            _write_atomic(path, save_hashed)
+            _write_atomic(path.with_suffix(".sha256"), lambda handle: handle.write(digest[0].encode()))
             _fsync_dir(self.directory)
-            _write_atomic(self.directory / "latest", path.name.encode())
+            _write_atomic(self.directory / "latest", lambda handle: handle.write(path.name.encode()))
             _fsync_dir(self.directory)
         except OSError as err:
             previous = self._pointer()
