@@ -57,6 +57,19 @@ def measure(scale: float, n_periods: int, timed_index: int | None, strategies: l
     return (len(period.users), known), times
 
 
+def n_periods_of(scale: float, size: float) -> int:
+    """How many periods of `size` x the Yelp period size a log at `scale` holds (at least 3)."""
+    n_periods = round(YELP_PERIODS * scale / size)
+    if n_periods < 3:
+        raise SystemExit(f"a log at scale {scale} holds fewer than 3 periods of {size}x the Yelp period size: "
+                         "raise the scale or lower the period size")
+    return n_periods
+
+
+def _seconds(times: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
+
+
 def fit_exponent(x: list[float], y: list[float]) -> float:
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
@@ -92,30 +105,23 @@ def main() -> None:
     if "period" in args.sweep:
         xs, rows = [], []
         for size in args.sizes:
-            n_periods = round(YELP_PERIODS * args.scale / size)
-            if n_periods < 3:
-                parser.error(f"a log at scale {args.scale} holds fewer than 3 periods of {size}x the Yelp "
-                             "period size: raise --scale or lower --sizes")
+            n_periods = n_periods_of(args.scale, size)
             (events, _), times = measure(args.scale, n_periods, n_periods // 2, args.strategies, args.data_dir)
             xs.append(events)
             rows.append(times)
-            print(f"period size {size}x ({n_periods} periods): {events:,} events, "
-                  + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()), flush=True)
+            print(f"period size {size}x ({n_periods} periods): {events:,} events, {_seconds(times)}", flush=True)
         curves["events per period"] = report(f"Against events per period (scale {args.scale})",
                                              "events in the period", xs, rows)
     if "vocab" in args.sweep:
         xs, rows = [], []
         without_full = [s for s in args.strategies if s != "full_retrain"]
         for scale in args.scales:
-            n_periods = round(YELP_PERIODS * scale / args.vocab_period)
-            if n_periods < 3:
-                parser.error(f"a log at scale {scale} holds fewer than 3 periods of {args.vocab_period}x the "
-                             "Yelp period size: raise --scales or lower --vocab-period")
+            n_periods = n_periods_of(scale, args.vocab_period)
             (events, known), times = measure(scale, n_periods, None, without_full, args.data_dir)
             xs.append(known)
             rows.append(times)
             print(f"scale {scale} ({n_periods} periods): {known:,} users + items, {events:,} events, "
-                  + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()), flush=True)
+                  f"{_seconds(times)}", flush=True)
         curves["users + items known"] = report(f"Against vocabulary (periods of {args.vocab_period}x the Yelp size)",
                                                "users + items", xs, rows)
     if args.plot:
