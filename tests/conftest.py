@@ -1,16 +1,17 @@
 """Shared fixtures. Integration fixtures (a real Kafka broker) live in their own modules."""
 from __future__ import annotations
 
-import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.ci import IN_CI
 
 pytest_plugins = ["tests.kafka_fixture"]
 
 settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=25, deadline=None)
-settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+settings.load_profile("ci" if IN_CI else "dev")
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,19 @@ def tiny(tmp_path_factory):
     cfg = resolve("tiny")
     log, _ = prepare(cfg.data, tmp_path_factory.mktemp("prepared"), progress=False)
     return cfg, log.phases, list(prepared_periods(log))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    """An engine for control tests, one per module: fine_tune serving, spmf shadowing,
+    after the first online period closed."""
+    from dataclasses import replace
+
+    from learner.engine import Engine
+
+    cfg, phases, periods = tiny
+    strategies = replace(cfg.learner.strategies, enabled=["fine_tune", "spmf"], serving="fine_tune")
+    engine = Engine(replace(cfg.learner, strategies=strategies), phases)
+    for t, events in periods[:3]:
+        engine.close_period(t, events)
+    return engine

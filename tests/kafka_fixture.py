@@ -5,19 +5,17 @@ Load it from tests/conftest.py with `pytest_plugins = ["tests.kafka_fixture"]`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from simulator.kafka_local import HOST, KafkaLocalError, LocalKafka
+from tests.ci import unavailable
 
 # A cold CI machine also fetches the jars (about 10 s) before the broker starts.
 START_WAIT_S = 120.0
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +29,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
     try:
         broker.up(wait_s=START_WAIT_S)
     except KafkaLocalError as exc:
-        reason = f"the local Kafka broker could not start: {exc}"
-        if _in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"the local Kafka broker could not start: {exc}")
     try:
         yield broker
     finally:

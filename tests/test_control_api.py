@@ -47,17 +47,6 @@ def wait_for(condition, timeout_s: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny):
-    """fine_tune serving, spmf shadowing, after the first online period closed."""
-    cfg, phases, periods = tiny
-    strategies = replace(cfg.learner.strategies, enabled=["fine_tune", "spmf"], serving="fine_tune")
-    engine = Engine(replace(cfg.learner, strategies=strategies), phases)
-    for t, events in periods[:3]:
-        engine.close_period(t, events)
-    return engine
-
-
-@pytest.fixture(scope="module")
 def changes() -> list[dict]:
     """What the learner API's commands passed to on_change."""
     return []

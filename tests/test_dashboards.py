@@ -9,7 +9,6 @@ except in CI (CI=true), where they fail.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+
+from tests.ci import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "dashboards" / "grafana"
@@ -652,11 +653,8 @@ def test_dockerfile(compose):
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("promtool is missing in CI: scripts/install-services.sh installs Debian's "
-                        "prometheus package (make services)")
-        pytest.skip("promtool not installed: apt-get install --no-install-recommends prometheus "
-                    "(or make services)")
+        unavailable("promtool not installed: apt-get install --no-install-recommends prometheus "
+                    "(scripts/install-services.sh, make services)")
     return path
 
 

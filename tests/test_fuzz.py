@@ -6,7 +6,6 @@ import http.client
 import json
 import time
 import uuid
-from dataclasses import replace
 from urllib.parse import quote
 
 import numpy as np
@@ -148,16 +147,10 @@ def test_windows_never_lose_or_double_count_an_event(stream):
 # --- (c) the learner's control API ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fuzz_api(tiny):
-    from learner.engine import Engine
+def fuzz_api(engine):
     from simulator.control import LearnerCommands
     from simulator.http_api import learner_routes, start_api
 
-    cfg, phases, periods = tiny
-    strategies = replace(cfg.learner.strategies, enabled=["fine_tune", "spmf"], serving="fine_tune")
-    engine = Engine(replace(cfg.learner, strategies=strategies), phases)
-    for t, events in periods[:3]:
-        engine.close_period(t, events)
     with start_api(learner_routes(LearnerCommands(engine))) as api:
         yield engine, api
 
