@@ -195,12 +195,7 @@ class StreamLearner:
             return
         if row is not None:
             self._rows_seen[message.partition] = row
-        if decoded.kind == wire.EVENTS:
-            self.windows.add(message.partition, message.offset, decoded.ts, decoded.users, decoded.items)
-        elif decoded.kind == wire.WATERMARK:
-            self.windows.watermark(message.partition, int(decoded.ts[0]))
-        else:
-            self.windows.end(message.partition)
+        self._apply(message, decoded, self.windows.add)
 
     @staticmethod
     def _producer_row(message: Message) -> int | None:
@@ -217,8 +212,13 @@ class StreamLearner:
             decoded = wire.decode(message.headers, message.value)
         except wire.DecodeError:
             return  # counted and dead-lettered before the checkpoint
+        self._apply(message, decoded, self.windows.refill)
+
+    def _apply(self, message: Message, decoded: wire.Decoded, add_events: Callable[..., None]) -> None:
+        """Hand a decoded record to the windows; events go through add_events (add, or
+        refill when re-reading what a checkpoint already counted)."""
         if decoded.kind == wire.EVENTS:
-            self.windows.refill(message.partition, message.offset, decoded.ts, decoded.users, decoded.items)
+            add_events(message.partition, message.offset, decoded.ts, decoded.users, decoded.items)
         elif decoded.kind == wire.WATERMARK:
             self.windows.watermark(message.partition, int(decoded.ts[0]))
         else:
