@@ -25,6 +25,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -33,32 +34,22 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
-
+from bench_retrain import build_state  # a sibling script: its folder is on sys.path when run
 from learner.engine import Engine
-from learner.mf import MF, train_mf
 from replay_data.prepared import prepare
 from simulator.config import resolve
 from simulator.kafka_local import LocalKafka, free_port
+from simulator.run import prepared_periods
 
 LEGS = "bench_legs.json"
 
 
 def pretrain_seconds(cfg, log) -> float:
-    """The engine's pretraining on this log, timed on its own."""
-    engine = Engine(cfg.learner, log.phases)
-    bounds = log.period_bounds()
+    """The engine's pretraining on this log, timed on its own: the same steps on the same
+    periods (its own random stream, so not the very same numbers)."""
     n_pretrain = sum(phase == "pretrain" for phase in log.phases)
-    for t in range(n_pretrain):
-        period, _, _ = engine._register(t, log.frame(bounds[t], bounds[t + 1]))
-        engine.shared.history.extend(period.users, period.items)
-    base = MF.from_rows(engine._rows(engine.user_vocab.ids, "user"), engine._rows(engine.item_vocab.ids, "item"))
-    history = engine.shared.history
-    torch.set_num_threads(cfg.learner.threads)
-    start = time.perf_counter()
-    train_mf(base, history.users, history.items, engine.shared.sample_negatives, cfg.learner.pretrain,
-             engine.shared.rng("pretrain"))
-    return time.perf_counter() - start
+    periods = list(itertools.islice(prepared_periods(log), n_pretrain))
+    return build_state(Engine(cfg.learner, log.phases), periods, n_pretrain, cfg.learner.pretrain.epochs)
 
 
 def run_leg(command: list[str], run_dir: Path, kafka: bool) -> bool:

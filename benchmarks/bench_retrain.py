@@ -32,17 +32,21 @@ from simulator.config import resolve
 from simulator.run import prepared_periods
 
 
-def build_state(engine: Engine, periods, upto: int, base_epochs: int) -> None:
-    """Register periods < upto and train a base MF on them (no per-period protocol)."""
+def build_state(engine: Engine, periods, upto: int, base_epochs: int) -> float:
+    """Register periods < upto and train a base MF on them (no per-period protocol);
+    returns the seconds the base MF trained."""
     shared = engine.shared
     for t, events in periods[:upto]:
         period, _, _ = engine._register(t, events)
         shared.history.extend(period.users, period.items)
     base = MF.from_rows(engine._rows(engine.user_vocab.ids, "user"), engine._rows(engine.item_vocab.ids, "item"))
     spec = replace(engine.cfg.pretrain, epochs=base_epochs)
+    start = time.perf_counter()
     train_mf(base, shared.history.users, shared.history.items, shared.sample_negatives, spec, shared.rng("bench"))
+    seconds = time.perf_counter() - start
     engine.base_model = base
     engine.next_period = upto
+    return seconds
 
 
 def state_at(engine: Engine, periods, p: int, base_epochs: int):
