@@ -11,23 +11,26 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from pathlib import Path
 
 log = logging.getLogger("rtsim.checkpoint")
+T = TypeVar("T")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or none can be read; the message says what to do."""
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], T]) -> T:
+    """Write through a temporary file, fsync, rename; returns what `write` returned."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        write(handle)
+        result = write(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    return result
 
 
 class _HashingWriter:
@@ -66,17 +69,15 @@ class CheckpointStore:
         import torch  # here, so the CLI can name CheckpointError without loading torch
 
         path = self.directory / self._name(period)
-        digest = []
-
-        def save_hashed(handle: BinaryIO) -> None:
+        def save_hashed(handle: BinaryIO) -> str:
             writer = _HashingWriter(handle)
             torch.save(state, writer)
-            digest.append(writer.sha256.hexdigest())
+            return writer.sha256.hexdigest()
 
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, save_hashed)
-            _write_atomic(path.with_suffix(".sha256"), lambda handle: handle.write(digest[0].encode()))
+            digest = _write_atomic(path, save_hashed)
+            _write_atomic(path.with_suffix(".sha256"), lambda handle: handle.write(digest.encode()))
             _fsync_dir(self.directory)
             _write_atomic(self.directory / "latest", lambda handle: handle.write(path.name.encode()))
             _fsync_dir(self.directory)
