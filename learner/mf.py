@@ -92,27 +92,29 @@ def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: 
     items_t = torch.as_tensor(items, dtype=torch.int64, device=device)
     plan = batches or (lambda g: shuffled_batches(len(users), spec.batch, g))
     for _ in range(spec.epochs):
-        for idx, neg in with_negatives(users, plan(rng), sample_negatives, rng):
-            idx_t = torch.as_tensor(idx, device=device)
-            neg_t = torch.as_tensor(neg, device=device)
-            mf_step(model, users_t.index_select(0, idx_t), items_t.index_select(0, idx_t), neg_t, spec)
+        order, negatives, bounds = epoch_rows(users, plan(rng), sample_negatives, rng)
+        # one copy to the device and one gather per epoch; each batch is then a view
+        order_t = torch.as_tensor(order, device=device)
+        u, i = users_t.index_select(0, order_t), items_t.index_select(0, order_t)
+        j = torch.as_tensor(negatives, device=device)
+        for lo, hi in bounds:
+            mf_step(model, u[lo:hi], i[lo:hi], j[lo:hi], spec)
 
 
-def with_negatives(users: np.ndarray, batches: Iterable[np.ndarray], sample_negatives: NegativeSampler,
-                   rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch's batches of row indices, each with one training negative per row.
+def epoch_rows(users: np.ndarray, batches: Iterable[np.ndarray], sample_negatives: NegativeSampler,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """One epoch's batches laid end to end: (row order, one negative per row, each batch's
+    [lo, hi) in both).
 
     The negatives are drawn for the whole epoch at once: one vectorised draw, whose
     history lookups run sorted, costs a fraction of one draw per batch.
     """
     batches = list(batches)
     if not batches:
-        return
-    negatives = sample_negatives(users[np.concatenate(batches)], rng)
-    lo = 0
-    for idx in batches:
-        yield idx, negatives[lo : lo + len(idx)]
-        lo += len(idx)
+        return np.empty(0, np.int64), np.empty(0, np.int64), []
+    order = np.concatenate(batches)
+    ends = np.cumsum([len(idx) for idx in batches]).tolist()
+    return order, sample_negatives(users[order], rng), list(zip([0] + ends[:-1], ends))
 
 
 def mf_step(model: MF, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, spec: TrainSpec) -> None:
@@ -120,12 +122,5 @@ def mf_step(model: MF, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, spec: 
     qi = model.items.weight.index_select(0, i)
     qj = model.items.weight.index_select(0, j)
     g_u, g_i, g_j = mf_gradients(pu, qi, qj, spec.l2)
-    _apply(model.users, u, g_u, spec.lr)
-    _apply(model.items, torch.cat([i, j]), torch.cat([g_i, g_j]), spec.lr)
-
-
-def _apply(table: EmbeddingTable, rows: torch.Tensor, grads: torch.Tensor, lr: float) -> None:
-    unique, inverse = torch.unique(rows, return_inverse=True)
-    summed = torch.zeros((len(unique), grads.shape[1]), dtype=grads.dtype, device=grads.device)
-    summed.index_add_(0, inverse, grads)
-    table.adam_step(unique, summed, lr)
+    model.users.adam_step(u, g_u, spec.lr)
+    model.items.adam_step(torch.cat([i, j]), torch.cat([g_i, g_j]), spec.lr)

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 import torch
 
+from learner import tables
 from learner.config import TrainSpec
 from learner.mf import MF, bce_loss, mf_gradients, train_mf
 from learner.tables import EmbeddingTable
@@ -19,13 +21,16 @@ def test_closed_form_gradients_equal_autograd():
     assert torch.allclose(g_j, qj.grad, atol=1e-6)
 
 
-def test_row_adam_matches_torch_sparse_adam():
+@pytest.mark.parametrize("merge", ["unique rows (CPU)", "repeats with sums (GPU)"])
+def test_row_adam_matches_torch_sparse_adam(merge, monkeypatch):
+    if merge.startswith("repeats"):  # the GPU's way, run here on the CPU
+        monkeypatch.setattr(tables, "_unique_rows", tables._repeats_with_sums)
     torch.manual_seed(1)
     weight = torch.randn(10, 3)
     table = EmbeddingTable(weight.clone())
     emb = torch.nn.Embedding.from_pretrained(weight.clone(), freeze=False, sparse=True)
     opt = torch.optim.SparseAdam(emb.parameters(), lr=0.05)
-    for rows in ([1, 4, 4, 7], [4, 2], [9, 1, 0]):
+    for rows in ([1, 4, 4, 7], [4, 2], [9, 1, 0, 9, 9]):
         idx = torch.tensor(rows)
         target = torch.randn(len(rows), 3)
         opt.zero_grad()
@@ -33,9 +38,7 @@ def test_row_adam_matches_torch_sparse_adam():
         opt.step()
         out = table.weight[idx].requires_grad_(True)
         ((out - target) ** 2).sum().backward()
-        unique, inverse = torch.unique(idx, return_inverse=True)
-        grad = torch.zeros(len(unique), 3).index_add_(0, inverse, out.grad)
-        table.adam_step(unique, grad, lr=0.05)
+        table.adam_step(idx, out.grad, lr=0.05)  # repeated rows (4, 4) sum, as SparseAdam coalesces
     assert torch.allclose(table.weight, emb.weight.detach(), atol=1e-6)
     untouched = [3, 5, 6, 8]
     assert torch.equal(table.weight[untouched], weight[untouched])

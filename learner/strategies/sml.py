@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from learner.config import SmlConfig, TrainSpec, resolve_rounds
-from learner.mf import MF, bce_loss, shuffled_batches, with_negatives
+from learner.mf import MF, bce_loss, epoch_rows, shuffled_batches
 from learner.period import Period
 from learner.strategies.base import Strategy, register
 from learner.transfer import Transfer
@@ -145,11 +145,13 @@ class Sml(Strategy):
         so the transfer runs once per distinct user and item: (b, uu, u_inv, ii, i_inv)
         where items ii[i_inv[:b]] are the positives and ii[i_inv[b:]] the negatives."""
         device = self.shared.device
-        plan = shuffled_batches(len(users), batch, rng)
-        for idx, neg in with_negatives(users, plan, self.shared.sample_negatives, rng):
+        order, negatives, bounds = epoch_rows(users, shuffled_batches(len(users), batch, rng),
+                                              self.shared.sample_negatives, rng)
+        for lo, hi in bounds:
+            idx = order[lo:hi]
             u = torch.as_tensor(users[idx], device=device)
             i = torch.as_tensor(items[idx], device=device)
-            j = torch.as_tensor(neg, device=device)
+            j = torch.as_tensor(negatives[lo:hi], device=device)
             uu, u_inv = torch.unique(u, return_inverse=True)
             ii, i_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
             yield len(idx), uu, u_inv, ii, i_inv
