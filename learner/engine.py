@@ -17,6 +17,7 @@ import torch
 from learner.candidates import sample_eval_candidates
 from learner.config import LearnerConfig
 from learner.evaluation import PeriodMetrics, full_ranks, metrics_from_ranks, rank_positives
+from learner.memory import release_free_memory
 from learner.mf import MF, train_mf
 from learner.period import Period, SharedState
 from learner.strategies import REGISTRY, Strategy
@@ -140,6 +141,7 @@ class Engine:
                 retrain_seconds=retrain_seconds, eval_seconds=eval_seconds, full=full,
             ))
         self._apply_pending(due)
+        release_free_memory()  # the period's training buffers are freed: give their pages back
         return results
 
     # --- state ---------------------------------------------------------------------

@@ -1,0 +1,18 @@
+from learner.memory import release_free_memory
+from tests.ci import unavailable
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_release_free_memory_hands_freed_heap_pages_back():
+    blocks = [b"x" * 100_000 for _ in range(2_000)]  # ~200 MiB of blocks below glibc's mmap threshold: heap
+    pin = b"y" * 100_000  # allocated after them, it keeps the heap's top busy: free() alone cannot shrink it
+    del blocks
+    before = _resident_mib()
+    if not release_free_memory():
+        unavailable("no glibc malloc_trim on this platform")
+    assert before - _resident_mib() > 100, "freed heap pages stayed resident"
+    assert pin[0:1] == b"y"
