@@ -106,8 +106,8 @@ def main() -> None:
     if not run_leg(command, run_dir, args.kafka):
         if not (run_dir / "config.yaml").exists():
             sys.exit("rtsim run failed before writing its run directory: see its messages above")
-        sys.exit(f"stopped; continue with: python benchmarks/bench_replay.py {' '.join(sys.argv[1:])}"
-                 f"{'' if args.resume else f' --run-id {run_id} --resume'}")
+        again = [*sys.argv[1:], *([] if args.run_id else ["--run-id", run_id]), *([] if args.resume else ["--resume"])]
+        sys.exit(f"stopped; continue with: python benchmarks/bench_replay.py {' '.join(again)}")
     legs = json.loads((run_dir / LEGS).read_text())
     wall = sum(leg["wall_s"] for leg in legs)
     peak_mib = max(leg["peak_mib"] for leg in legs)
