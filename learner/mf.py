@@ -84,7 +84,7 @@ def weighted_batches(weights: np.ndarray, batch: int, rng: np.random.Generator) 
 def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: NegativeSampler,
              spec: TrainSpec, rng: np.random.Generator,
              batches: Callable[[np.random.Generator], Iterator[np.ndarray]] | None = None) -> None:
-    """spec.epochs passes of row-sparse Adam over (users, items), fresh negatives per batch."""
+    """spec.epochs passes of row-sparse Adam over (users, items), fresh negatives per epoch."""
     if len(users) == 0:
         return
     device = model.users.weight.device
