@@ -52,6 +52,12 @@ def pretrain_seconds(cfg, log) -> float:
     return build_state(Engine(cfg.learner, log.phases), periods, n_pretrain, cfg.learner.pretrain.epochs)
 
 
+def shared_retrains(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose retrain copied an earlier strategy's (learner.strategies.share_repeated_work):
+    they report the seconds of the work they repeat, so that period shows those seconds twice."""
+    return frame.duplicated(["period", "retrain_seconds"], keep="first") & (frame["retrain_seconds"] > 0)
+
+
 def run_leg(command: list[str], run_dir: Path, kafka: bool) -> bool:
     """Run `rtsim run` once (with a broker of its own for Kafka); record its wall time and
     peak memory in run_dir; returns whether the run finished."""
@@ -114,7 +120,9 @@ def main() -> None:
     frame = pd.read_csv(run_dir / "periods.csv")
     pretrain = pretrain_seconds(cfg, log)
     per_strategy = frame.groupby("strategy")[["eval_seconds", "retrain_seconds"]].sum()
-    evaluation, retraining = per_strategy["eval_seconds"].sum(), per_strategy["retrain_seconds"].sum()
+    shared = shared_retrains(frame) if cfg.learner.strategies.share_repeated_work else frame["period"] < 0
+    evaluation = per_strategy["eval_seconds"].sum()
+    retraining = frame.loc[~shared, "retrain_seconds"].sum()
     rest = wall - evaluation - retraining - pretrain
     print(f"\n{args.preset} {' '.join(args.overrides)}: {len(log.ts):,} events, {len(log.phases)} periods, "
           f"bus {bus}; run directory {run_dir}, {len(legs)} leg(s)\n")
@@ -123,6 +131,10 @@ def main() -> None:
              ("retraining, all strategies", retraining), ("transport, ingest, start-up and bookkeeping (the rest)", rest)]
     for name, seconds in parts:
         print(f"| {name} | {seconds:,.1f} | {seconds / wall:.0%} |")
+    if shared.any():
+        print(f"\n{shared.sum()} retrains copied another strategy's identical work instead of repeating it "
+              f"({', '.join(sorted(frame.loc[shared, 'strategy'].unique()))}); their rows report the "
+              f"{frame.loc[shared, 'retrain_seconds'].sum():,.1f} s of that work, counted once above.")
     print("\n| strategy | evaluation s | retraining s | retrain s per period: median | first | last |")
     print("|---|---|---|---|---|---|")
     for name, row in per_strategy.iterrows():

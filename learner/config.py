@@ -94,6 +94,9 @@ class StrategiesConfig:
         default_factory=lambda: ["sml", "sml_s", "fine_tune", "full_retrain", "spmf"]
     )
     serving: str = "sml"
+    # A strategy that would repeat another's retrain exactly (equal state, equal work: SML-S
+    # until validation) copies its result instead; false recomputes it
+    share_repeated_work: bool = True
     full_retrain: FullRetrainConfig = FullRetrainConfig()
     fine_tune: FineTuneConfig = FineTuneConfig()
     spmf: SpmfConfig = SpmfConfig()

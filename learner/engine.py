@@ -6,6 +6,7 @@ period's data only in `retrain`, which runs after its served model was scored on
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from learner.memory import release_free_memory
 from learner.mf import MF, train_mf
 from learner.period import Period, SharedState
 from learner.strategies import REGISTRY, Strategy
+from learner.strategies.base import same_state
 from learner.vocab import Vocabulary, initial_rows
 
 
@@ -129,10 +131,18 @@ class Engine:
         shared.history.extend(period.users, period.items)
         results = []
         n_candidates = float(candidates.counts.mean() + 1) if len(period.users) else 0.0
+        twins = self._twins(active, period) if self.cfg.strategies.share_repeated_work else {}
+        seconds: dict[str, float] = {}
         for name, strategy in active.items():
             start = time.perf_counter()
-            strategy.retrain(period)
-            retrain_seconds = time.perf_counter() - start
+            if name in twins:
+                strategy.load_state_dict(copy.deepcopy(active[twins[name]].state_dict()))
+                # its retrain cost is the work it repeats, measured once; the copy is bookkeeping
+                seconds[name] = seconds[twins[name]]
+            else:
+                strategy.retrain(period)
+                seconds[name] = time.perf_counter() - start
+            retrain_seconds = seconds[name]
             metrics, full, eval_seconds = scored[name]
             results.append(StrategyResult(
                 period=t, phase=period.phase, strategy=name, serving=name == serving,
@@ -143,6 +153,25 @@ class Engine:
         self._apply_pending(due)
         release_free_memory()  # the period's training buffers are freed: give their pages back
         return results
+
+    @staticmethod
+    def _twins(active: dict[str, Strategy], period: Period) -> dict[str, str]:
+        """{strategy: an earlier one whose retrain of `period` it would repeat exactly}.
+
+        Decided on the states before retraining, so runtime control (a strategy paused,
+        restarted from the serving model) ends the sharing by itself."""
+        twins: dict[str, str] = {}
+        originals: list[tuple[str, Strategy]] = []
+        for name, strategy in active.items():
+            key = strategy.work_key(period)
+            twin = None if key is None else next(
+                (other for other, s in originals
+                 if s.work_key(period) == key and same_state(s.state_dict(), strategy.state_dict())), None)
+            if twin is None:
+                originals.append((name, strategy))
+            else:
+                twins[name] = twin
+        return twins
 
     # --- state ---------------------------------------------------------------------
 

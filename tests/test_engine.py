@@ -14,6 +14,7 @@ import learner.engine as engine_module
 from learner.engine import Engine
 from learner.results import as_row
 from learner.strategies import REGISTRY
+from learner.strategies.base import same_state
 from learner.vocab import initial_rows
 
 TIMINGS = ("retrain_seconds", "eval_seconds")
@@ -156,3 +157,74 @@ def test_empty_period_is_processed_and_reported(tiny):
     results = engine.close_period(3, empty)
     assert len(results) == len(ALL) and all(r.n_interactions == 0 for r in results)
     assert all(math.isnan(r.metrics.ndcg[20]) for r in results)
+
+
+def _counting_retrains(monkeypatch):
+    """Patch every strategy's retrain to count its calls; returns the counter."""
+    calls: dict[str, int] = {}
+    for cls in {c for c in REGISTRY.values() if "retrain" in vars(c)}:  # subclasses go through these
+        real = cls.retrain
+
+        def counted(self, period, real=real):
+            calls[self.name] = calls.get(self.name, 0) + 1
+            real(self, period)
+
+        monkeypatch.setattr(cls, "retrain", counted)
+    return calls
+
+
+def test_sml_s_shares_sml_work_until_validation_and_changes_no_number(tiny, reference_run, monkeypatch):
+    cfg, phases, periods = tiny
+    calls = _counting_retrains(monkeypatch)
+    shared_engine, shared_rows = _run(_config(cfg), phases, periods)
+    shared_calls = dict(calls)
+    calls.clear()
+    unshared = replace(_config(cfg), strategies=replace(_config(cfg).strategies, share_repeated_work=False))
+    alone_engine, alone_rows = _run(unshared, phases, periods)
+    _same(reference_run, shared_rows)
+    _same(shared_rows, alone_rows)
+    for name in ALL:
+        assert same_state(shared_engine.strategies[name].state_dict(), alone_engine.strategies[name].state_dict())
+    online = phases.count("online")
+    frozen_phases = phases.count("validation") + phases.count("test")
+    assert calls["sml_s"] == online + frozen_phases, "without sharing SML-S retrains every period"
+    assert shared_calls["sml_s"] == frozen_phases, "with it, only once frozen"
+    assert shared_calls["sml"] == calls["sml"] == online + frozen_phases
+
+
+def test_shared_retrain_reports_the_work_it_repeats(tiny):
+    cfg, phases, periods = tiny
+    engine, _ = _run(_config(cfg), phases, periods, stop=phases.index("online") + 1)
+    t = phases.index("online") + 1
+    by_name = {r.strategy: r for r in engine.close_period(t, periods[t][1])}
+    assert by_name["sml_s"].retrain_seconds == by_name["sml"].retrain_seconds > 0
+
+
+def test_sharing_needs_equal_states_and_equal_work(tiny):
+    cfg, phases, periods = tiny
+    t = phases.index("online") + 2
+    engine, _ = _run(_config(cfg), phases, periods, stop=t)
+    active = dict(engine.strategies)
+    online = replace(engine._register(t, periods[t][1])[0], phase="online")
+    assert Engine._twins(active, online) == {"sml_s": "sml"}
+    assert Engine._twins(active, replace(online, phase="validation")) == {}, "SML-S frozen: other work"
+    sml_s = active["sml_s"]
+    sml_s.w_hat.users.weight[0, 0] += 1.0  # states part, e.g. after a pause or a restart from serving
+    assert Engine._twins(active, online) == {}
+
+
+@pytest.mark.parametrize("a, b, equal", [
+    (torch.zeros(3), torch.zeros(3), True),
+    (torch.zeros(3), torch.zeros(3, dtype=torch.float64), False),
+    (torch.zeros(3), torch.zeros(4), False),
+    (torch.tensor([float("nan")]), torch.tensor([float("nan")]), False),
+    (np.arange(3), np.arange(3), True),
+    (np.arange(3), np.arange(3).astype(np.int32), False),
+    ({"a": (torch.ones(2), [1, 2])}, {"a": (torch.ones(2), [1, 2])}, True),
+    ({"a": (torch.ones(2), [1, 2])}, {"a": [torch.ones(2), [1, 2]]}, False),
+    ({"a": 1}, {"a": 1, "b": 2}, False),
+    (None, None, True),
+    (np.arange(3), torch.arange(3), False),
+])
+def test_same_state_is_exact(a, b, equal):
+    assert same_state(a, b) is equal

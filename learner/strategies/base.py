@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from learner.mf import MF
@@ -52,6 +54,26 @@ class Strategy(ABC):
 
     def rng(self, period: int, purpose: str):
         return self.shared.rng(self.stream or self.name, period, purpose)
+
+    def work_key(self, period: Period) -> Hashable | None:
+        """All that `retrain(period)` depends on besides the state: two strategies with equal
+        keys and equal `state_dict()`s compute the same result. None: never assumed."""
+        return None
+
+
+def same_state(a: Any, b: Any) -> bool:
+    """Whether two state_dict()s hold the same values, exactly (tensors and arrays included)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.device == b.device and torch.equal(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype \
+            and np.array_equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_state, a, b))
+    return type(a) is type(b) and a == b
 
 
 class MFStrategy(Strategy, ABC):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -63,6 +64,12 @@ class Sml(Strategy):
     def frozen(self, period: Period) -> bool:
         """SML keeps meta-learning in every phase; SML-S overrides this."""
         return False
+
+    def work_key(self, period: Period) -> tuple:
+        frozen = self.frozen(period)
+        # frozen_step1_epochs matters only once frozen: SML-S shares SML's work until validation
+        cfg = self.cfg if frozen else replace(self.cfg, frozen_step1_epochs=0)
+        return self.stream, cfg, frozen
 
     def retrain(self, period: Period) -> None:
         with _torch_threads(self.cfg.threads or os.cpu_count() or 1):
