@@ -63,7 +63,8 @@ def run_leg(command: list[str], run_dir: Path, kafka: bool) -> bool:
     peak memory in run_dir; returns whether the run finished."""
     broker = None
     if kafka:
-        broker = LocalKafka(port=free_port(), die_with_parent=True)
+        # its state in the run directory: a resumed leg finds the topic where the last one left it
+        broker = LocalKafka(run_dir / "kafka", port=free_port(), die_with_parent=True)
         command = [*command, "--bus", f"kafka://{broker.up()}"]
     print(" ".join(command), flush=True)
     start = time.perf_counter()
