@@ -90,6 +90,7 @@ class StreamLearner:
         self._rows_seen: dict[int, int] = {}  # per partition: the newest producer row ingested
         self._replay_until: dict[int, int] = {}  # per partition: offsets read before a resume
         self._seek_to: dict[int, int] | None = None
+        self._refilling: dict[int, int] = {}  # per partition: re-read up to here before closing a period
         self._producer = bus.producer()
 
     def run(self, stop: threading.Event | None = None, poll_timeout_s: float = 0.5) -> None:
@@ -105,7 +106,7 @@ class StreamLearner:
                     self._ingest(message)
                 self._update_lag(consumer)
                 self._observe_ingest()
-                while (closed := self.windows.pop_closed()) is not None:
+                while not self._refilling_open(consumer) and (closed := self.windows.pop_closed()) is not None:
                     t, events = closed
                     self._close(t, events)
                     positions = self._retry(consumer.positions, "reading consumer positions")
@@ -138,6 +139,15 @@ class StreamLearner:
             self.stats.lag = sum(consumer.end_offsets().values()) - sum(consumer.positions().values())
         except BusError as err:  # the broker is away: keep consuming, the lag is stale meanwhile
             log.warning("consumer lag unavailable: %s", err)
+
+    def _refilling_open(self, consumer) -> bool:
+        """Whether a resumed learner is still re-reading the open periods' events. The restored
+        watermarks already cover everything the checkpoint had read, so closing a period
+        before its events are re-read would close it short."""
+        if self._refilling:
+            positions = self._retry(consumer.positions, "reading consumer positions")
+            self._refilling = {p: end for p, end in self._refilling.items() if positions.get(p, 0) < end}
+        return bool(self._refilling)
 
     def _await_offsets(self, consumer, positions: dict[int, int], stop: threading.Event) -> None:
         """A resumed learner may start before a re-started producer has re-sent its records."""
@@ -174,6 +184,7 @@ class StreamLearner:
         self._rows_seen = dict(state["rows_seen"])
         self._replay_until = dict(state["positions"])
         self._seek_to = dict(state["safe_positions"])
+        self._refilling = {p: end for p, end in self._replay_until.items() if self._seek_to.get(p, end) < end}
 
     def _ingest(self, message: Message) -> None:
         if message.offset < self._replay_until.get(message.partition, 0):

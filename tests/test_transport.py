@@ -12,9 +12,11 @@ import uuid
 import pandas as pd
 import pytest
 
+from learner.checkpoint import CheckpointStore
 from learner.engine import Engine
 from learner.results import as_row
 from learner.stream import StreamLearner
+from learner.windows import PeriodWindows
 from replay_data.prepared import prepare
 from simulator.bus import wire
 from simulator.bus.memory import MemoryBus
@@ -176,3 +178,54 @@ def test_ctrl_c_stops_producer_and_learner_cleanly(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
     assert (tmp_path / "stopped" / "config.yaml").exists()
+
+
+class _OneRecordPolls:
+    """A bus whose consumers take one record per poll, as when a re-sent log arrives slowly."""
+
+    def __init__(self, bus) -> None:
+        self._bus = bus
+
+    def __getattr__(self, name):
+        return getattr(self._bus, name)
+
+    def consumer(self, *args, **kwargs):
+        consumer = self._bus.consumer(*args, **kwargs)
+        poll = consumer.poll
+        consumer.poll = lambda timeout_s, max_records=1: poll(timeout_s, 1)
+        return consumer
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_resume_closes_no_period_before_its_events_are_read_again(tmp_path, tiny_log, direct_periods):
+    """A checkpoint's watermarks run ahead of its open periods when the learner had read on;
+    after a resume those periods must wait for their events, however slowly they come back."""
+    cfg = resolve("tiny")
+    bus, settings = MemoryBus(), replay_settings(cfg, "tiny")
+    producer = ReplayProducer(bus, tiny_log, "resume", settings)
+    manifest = producer.publish_manifest()
+    producer.run()  # the whole log on the bus: the learner reads it all before closing a period
+    crash_at = manifest["phases"].index("online") + 1
+
+    def crash(t, *rest):
+        if t == crash_at:
+            raise _Crash
+
+    store = CheckpointStore(tmp_path / "checkpoints")
+    first = StreamLearner(bus, Engine(cfg.learner, manifest["phases"]), manifest, prefix=settings.prefix,
+                          checkpoints=store, on_period=crash)
+    with pytest.raises(_Crash):
+        first.run()
+    state, _ = store.load_latest()
+    windows = PeriodWindows(manifest["schedule"], len(state["windows"]["watermarks"]))
+    windows.load_state_dict(state["windows"])
+    assert windows.pop_closed() is not None, "the restored windows alone would close the open period"
+
+    second = StreamLearner(_OneRecordPolls(bus), Engine(cfg.learner, manifest["phases"]), manifest,
+                           prefix=settings.prefix, checkpoints=CheckpointStore(tmp_path / "resumed"))
+    second.restore(state)
+    second.run()
+    _same(direct_periods, _deterministic(pd.DataFrame(second.rows)))
