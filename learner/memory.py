@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 
 
 def _malloc_trim():
@@ -15,12 +16,18 @@ _MALLOC_TRIM = _malloc_trim()
 
 
 def release_free_memory() -> bool:
-    """Return the free pages inside glibc's heap to the OS; False where there is no glibc.
+    """Free the cyclic garbage, then return the free pages inside glibc's heap to the OS;
+    False where there is no glibc (the garbage is still freed).
 
-    Tables and history-sized buffers grow a little every period, so the buffers a period
-    frees are slightly smaller than those the next one asks for, and glibc keeps the holes
-    resident: a full-scale run's memory crept up by ~0.37 GB per period (BENCHMARKS.md).
+    Python runs a full collection only when the long-lived objects have grown by a quarter,
+    which with a large vocabulary is rarely: meanwhile cycles such as kafka-python's timed-out
+    fetches, which keep their fetched responses, piled up to 4.3 GB over four periods of the
+    full-scale Adressa-shaped Kafka replay. And tables and history-sized buffers grow a
+    little every period, so the buffers a period frees are slightly smaller than those the
+    next one asks for, and glibc keeps the holes resident: a full-scale run's memory crept
+    up by ~0.37 GB per period (BENCHMARKS.md).
     """
+    gc.collect()
     if _MALLOC_TRIM is None:
         return False
     _MALLOC_TRIM(0)

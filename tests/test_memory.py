@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 from learner.memory import release_free_memory
 from tests.ci import unavailable
 
@@ -16,3 +19,24 @@ def test_release_free_memory_hands_freed_heap_pages_back():
         unavailable("no glibc malloc_trim on this platform")
     assert before - _resident_mib() > 100, "freed heap pages stayed resident"
     assert pin[0:1] == b"y"
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.payload = bytearray(10_000_000)
+        self.me = self  # a reference cycle: only the cycle collector frees it
+
+
+def test_release_free_memory_frees_cyclic_garbage_without_waiting_for_python():
+    enabled = gc.isenabled()
+    gc.disable()  # as good as Python's rare full collections, for the length of this test
+    try:
+        node = _Node()
+        alive = weakref.ref(node)
+        del node
+        assert alive() is not None
+        release_free_memory()
+        assert alive() is None, "a cycle (and its 10 MB) outlived the period"
+    finally:
+        if enabled:
+            gc.enable()
