@@ -57,6 +57,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _sha256_of(path: Path, block: int = 1 << 20) -> str:
+    """In blocks: a checkpoint can be GBs, and reading it whole doubles a resume's memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class CheckpointStore:
     def __init__(self, directory: str | Path, keep: int = 3) -> None:
         self.directory = Path(directory)
@@ -119,6 +128,6 @@ class CheckpointStore:
         digest_path = path.with_suffix(".sha256")
         if not digest_path.exists():
             return "no checksum file: the write did not finish"
-        if hashlib.sha256(path.read_bytes()).hexdigest() != digest_path.read_text().strip():
+        if _sha256_of(path) != digest_path.read_text().strip():
             return "checksum mismatch: the file is corrupt or partial"
         return None
