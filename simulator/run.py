@@ -274,8 +274,11 @@ def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Re
                             checkpoints=CheckpointStore(run_dir.checkpoints, cfg.learner.checkpoint.keep),
                             checkpoint_every=cfg.learner.checkpoint.every)
     if resume is not None:
-        learner.restore(resume)
         recorder.csv.rewrite(resume["rows"])
+        learner.restore(resume)
+        # the engine holds what it needs now; left to the caller, the checkpoint's tensors
+        # (1.8 GB at Adressa scale) would stay resident after the strategies replaced them
+        resume.clear()
         metrics.set_serving(engine.serving, engine.enabled, swapped=False)
     learner.run(stop)
     return recorder.finish()

@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import gc
 import uuid
+import weakref
 
 import pandas as pd
 import pytest
+import torch
 
 from learner.checkpoint import CheckpointStore
 from learner.engine import Engine
@@ -23,7 +26,8 @@ from simulator.bus.memory import MemoryBus
 from simulator.config import resolve
 from simulator.kafka_local import free_port
 from simulator.producer import ReplayProducer
-from simulator.run import prepared_periods, replay_settings, run_embedded
+import simulator.run
+from simulator.run import load_checkpoint, prepared_periods, replay_settings, run_embedded
 from simulator.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -229,3 +233,35 @@ def test_a_resume_closes_no_period_before_its_events_are_read_again(tmp_path, ti
     second.restore(state)
     second.run()
     _same(direct_periods, _deterministic(pd.DataFrame(second.rows)))
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def test_a_resumed_run_does_not_keep_its_checkpoint_alive(tmp_path, tiny_log, monkeypatch):
+    """The caller's reference to the loaded checkpoint must not pin its tensors (GBs at
+    paper scale) once the engine has let go of them."""
+    cfg = resolve("tiny")
+    run_dir = RunDir(tmp_path / "runs", "pinned").create(cfg)
+    run_embedded(cfg, tiny_log, run_dir, report=lambda line: None)
+    held, refs = [], []
+
+    def load_and_hold(*args):
+        state = load_checkpoint(*args)
+        refs.extend(weakref.ref(t) for t in _tensors(state))
+        held.append(state)
+        return state
+
+    monkeypatch.setattr(simulator.run, "load_checkpoint", load_and_hold)
+    run_embedded(cfg, tiny_log, run_dir, report=lambda line: None, resume=True)
+    assert held and refs, "the run did not resume from a checkpoint"
+    gc.collect()
+    assert all(ref() is None for ref in refs), "the resumed run kept the checkpoint's tensors alive"
