@@ -1,13 +1,13 @@
 """The same config gives the same periods over every transport, and the bus loses nothing."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import gc
 import uuid
 import weakref
 
@@ -25,8 +25,8 @@ from simulator.bus import wire
 from simulator.bus.memory import MemoryBus
 from simulator.config import resolve
 from simulator.kafka_local import free_port
+from simulator import run as simulator_run
 from simulator.producer import ReplayProducer
-import simulator.run
 from simulator.run import load_checkpoint, prepared_periods, replay_settings, run_embedded
 from simulator.rundir import RunDir
 
@@ -260,7 +260,7 @@ def test_a_resumed_run_does_not_keep_its_checkpoint_alive(tmp_path, tiny_log, mo
         held.append(state)
         return state
 
-    monkeypatch.setattr(simulator.run, "load_checkpoint", load_and_hold)
+    monkeypatch.setattr(simulator_run, "load_checkpoint", load_and_hold)
     run_embedded(cfg, tiny_log, run_dir, report=lambda line: None, resume=True)
     assert held and refs, "the run did not resume from a checkpoint"
     gc.collect()
