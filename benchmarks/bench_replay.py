@@ -121,7 +121,8 @@ def main() -> None:
     frame = pd.read_csv(run_dir / "periods.csv")
     pretrain = pretrain_seconds(cfg, log)
     per_strategy = frame.groupby("strategy")[["eval_seconds", "retrain_seconds"]].sum()
-    shared = shared_retrains(frame) if cfg.learner.strategies.share_repeated_work else frame["period"] < 0
+    shared = (shared_retrains(frame) if cfg.learner.strategies.share_repeated_work
+              else pd.Series(False, index=frame.index))
     evaluation = per_strategy["eval_seconds"].sum()
     retraining = frame.loc[~shared, "retrain_seconds"].sum()
     rest = wall - evaluation - retraining - pretrain

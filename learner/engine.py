@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,14 +162,14 @@ class Engine:
         Decided on the states before retraining, so runtime control (a strategy paused,
         restarted from the serving model) ends the sharing by itself."""
         twins: dict[str, str] = {}
-        originals: list[tuple[str, Strategy]] = []
+        originals: list[tuple[str, Hashable, Strategy]] = []
         for name, strategy in active.items():
             key = strategy.work_key(period)
             twin = None if key is None else next(
-                (other for other, s in originals
-                 if s.work_key(period) == key and same_state(s.state_dict(), strategy.state_dict())), None)
+                (other for other, other_key, s in originals
+                 if other_key == key and same_state(s.state_dict(), strategy.state_dict())), None)
             if twin is None:
-                originals.append((name, strategy))
+                originals.append((name, key, strategy))
             else:
                 twins[name] = twin
         return twins
