@@ -1,7 +1,10 @@
 """Next-period ranking metrics: rank the positive among its candidates, per interaction.
 
 rank = (negatives scoring strictly higher) + 0.5 * (negatives tying), so a degenerate
-model that scores everything equally lands in the middle instead of on top.
+model that scores everything equally lands in the middle instead of on top. A score that
+is not finite never beats a finite one: a NaN or infinite positive ranks below every
+candidate, and a NaN or infinite negative counts as above the positive (comparisons with
+NaN are all false, which would otherwise rank a broken model's positives first).
 Recall@K = [rank < K]; NDCG@K = [rank < K] / log2(rank + 2) (one positive, IDCG = 1).
 """
 from __future__ import annotations
@@ -45,10 +48,16 @@ def rank_positives(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.nda
             rows = item_emb.index_select(0, neg.clamp_min(0).reshape(-1)).view(*neg.shape, -1)
             # (1 x d) @ (d x negatives) per row: ~9x faster on CPU than bmm's matrix-vector form
             s_neg = torch.matmul(p.unsqueeze(1), rows.transpose(1, 2)).squeeze(1)
-            higher = ((s_neg > s_pos) & ~pad).sum(1)
-            ties = ((s_neg == s_pos) & ~pad).sum(1)
-            ranks[lo:hi] = (higher.double() + 0.5 * ties.double()).cpu().numpy()
+            ranks[lo:hi] = _tie_aware_ranks(s_pos, s_neg, ~pad)
     return ranks
+
+
+def _tie_aware_ranks(s_pos: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor) -> np.ndarray:
+    """Per row: valid candidates above the positive (+ half the ties); non-finite scores lose."""
+    broken = ~torch.isfinite(scores) | ~torch.isfinite(s_pos)
+    higher = (((scores > s_pos) | broken) & valid).sum(1)
+    ties = ((scores == s_pos) & ~broken & valid).sum(1)
+    return (higher.double() + 0.5 * ties.double()).cpu().numpy()
 
 
 def full_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, history: History, users: np.ndarray,
@@ -66,9 +75,7 @@ def full_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, history: History,
             s_pos = scores.gather(1, pos.unsqueeze(1))
             valid = ~torch.from_numpy(c.seen[: c.hi - c.lo, :n_pool]).to(device)
             valid &= torch.arange(n_pool, device=device) < torch.as_tensor(c.pool, device=device).unsqueeze(1)
-            higher = ((scores > s_pos) & valid).sum(1)
-            ties = ((scores == s_pos) & valid).sum(1)
-            ranks[c.lo:c.hi] = (higher.double() + 0.5 * ties.double()).cpu().numpy()
+            ranks[c.lo:c.hi] = _tie_aware_ranks(s_pos, scores, valid)
     return ranks
 
 

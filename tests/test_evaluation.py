@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from learner.evaluation import metrics_from_ranks, rank_positives
@@ -27,6 +28,45 @@ def test_padding_entries_are_ignored_when_fewer_negatives_are_eligible():
     # item 0 (5) beats item 3 (1): rank 0; item 5 (-2) is below 4 (7) and 0 (5): rank 2; the
     # -1 pads would point at the last item (score -2, a tie) if they were not masked
     assert ranks.tolist() == [0.0, 2.0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_positive_ranks_below_every_candidate(bad):
+    users, items = _embeddings()
+    items[2, 0] = bad  # the positive's score for user 0 is not finite
+    ranks = rank_positives(users, items, np.array([0]), np.array([2]), np.array([[0, 1, 3, -1]]))
+    assert ranks.tolist() == [3.0]
+    assert metrics_from_ranks(ranks, (1, 3), np.array([False]), np.array([False])).ndcg == {1: 0.0, 3: 0.0}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_negatives_count_as_above_a_finite_positive(bad):
+    users, items = _embeddings()
+    items[3, 0] = bad
+    items[5, 0] = bad
+    # positive item 4 (score 7) beats items 0 (5) and 2 (3); items 3 and 5 are broken
+    ranks = rank_positives(users, items, np.array([0]), np.array([4]), np.array([[0, 3, 2, 5]]))
+    assert ranks.tolist() == [2.0]
+
+
+def test_a_nan_model_ranks_last_in_both_rankings():
+    from learner.evaluation import full_ranks
+    from learner.history import History
+
+    rng = np.random.default_rng(5)
+    history = History()
+    history.extend(rng.integers(0, 8, 60), rng.integers(0, 30, 60))
+    users, items = rng.integers(0, 10, 40), rng.integers(0, 30, 40)
+    user_emb = torch.full((10, 3), float("nan"))
+    item_emb = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    negatives = rng.integers(0, 30, (40, 20))
+    sampled = rank_positives(user_emb, item_emb, users, items, negatives)
+    assert sampled.tolist() == [20.0] * 40
+    full = full_ranks(user_emb, item_emb, history, users, items, 30)
+    for r in range(len(users)):  # below every eligible item: rank = their count
+        seen = {i for u, i in zip(history.users, history.items) if u == users[r]}
+        seen |= {i for u, i in zip(users[: r + 1], items[: r + 1]) if u == users[r]}
+        assert full[r] == 30 - len(seen)
 
 
 def test_chunked_ranking_equals_one_chunk():
