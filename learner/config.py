@@ -116,6 +116,17 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    # warn when a strategy's largest served row norm grows more than this many times in
+    # one period (learner/health.py); healthy MF rows move by a few percent a period
+    norm_growth: float = 10.0
+
+    def validate(self) -> None:
+        if not self.norm_growth > 1:
+            raise ConfigError(f"guard.norm_growth must be > 1, got {self.norm_growth}")
+
+
+@dataclass(frozen=True)
 class LearnerConfig:
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
@@ -127,6 +138,7 @@ class LearnerConfig:
     eval: EvalConfig = EvalConfig()
     strategies: StrategiesConfig = StrategiesConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    guard: GuardConfig = GuardConfig()
 
     def validate(self) -> None:
         from learner.strategies import REGISTRY

@@ -19,6 +19,7 @@ import torch
 from learner.candidates import sample_eval_candidates
 from learner.config import LearnerConfig
 from learner.evaluation import PeriodMetrics, full_ranks, metrics_from_ranks, rank_positives
+from learner.health import NormGuard, TableHealth, table_health
 from learner.memory import release_free_memory
 from learner.mf import MF, train_mf
 from learner.period import Period, SharedState
@@ -42,6 +43,8 @@ class StrategyResult:
     metrics: PeriodMetrics
     retrain_seconds: float
     eval_seconds: float
+    health: TableHealth  # of the served tables that were scored
+    guard_warning: bool  # the norm guard warned about them (learner/health.py)
     full: PeriodMetrics | None = None  # against every known item, when eval.full_ranking is on
 
 
@@ -78,6 +81,7 @@ class Engine:
         self._lock = threading.Lock()  # control requests arrive from other threads
         self.next_period = 0
         self._last_pretrain = max(t for t, p in enumerate(phases) if p == "pretrain")
+        self.guard = NormGuard(cfg.guard.norm_growth)
 
     @property
     def device(self) -> torch.device:
@@ -119,6 +123,8 @@ class Engine:
         for name, strategy in active.items():
             start = time.perf_counter()
             user_emb, item_emb = strategy.serving_embeddings()
+            health = table_health(user_emb, item_emb)
+            warned = self.guard.check(t, name, health)
             ranks = rank_positives(user_emb, item_emb, period.users, period.items,
                                    candidates.negatives, self.cfg.eval.chunk_rows)
             full = None
@@ -127,7 +133,7 @@ class Engine:
                                        period.n_items_before)
                 full = metrics_from_ranks(all_ranks, self.cfg.eval.ks, new_user, new_item)
             scored[name] = (metrics_from_ranks(ranks, self.cfg.eval.ks, new_user, new_item), full,
-                            time.perf_counter() - start)
+                            time.perf_counter() - start, health, warned)
         # only now does the period join what the strategies may learn from
         shared.history.extend(period.users, period.items)
         results = []
@@ -144,12 +150,13 @@ class Engine:
                 strategy.retrain(period)
                 seconds[name] = time.perf_counter() - start
             retrain_seconds = seconds[name]
-            metrics, full, eval_seconds = scored[name]
+            metrics, full, eval_seconds, health, warned = scored[name]
             results.append(StrategyResult(
                 period=t, phase=period.phase, strategy=name, serving=name == serving,
                 n_interactions=len(period.users), n_new_users=len(new_users), n_new_items=len(new_items),
                 n_candidates=n_candidates, metrics=metrics,
-                retrain_seconds=retrain_seconds, eval_seconds=eval_seconds, full=full,
+                retrain_seconds=retrain_seconds, eval_seconds=eval_seconds, health=health,
+                guard_warning=warned, full=full,
             ))
         self._apply_pending(due)
         release_free_memory()  # the period's training buffers are freed: give their pages back
@@ -191,6 +198,7 @@ class Engine:
                 "strategies": {name: s.state_dict() for name, s in self.strategies.items()},
                 "control": {"enabled": list(self.enabled), "serving": self.serving, "swaps": self.swaps,
                             "pending": list(self._pending)},
+                "guard": self.guard.state_dict(),
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -210,6 +218,7 @@ class Engine:
         self.enabled, self.serving = list(control["enabled"]), control["serving"]
         self.swaps = int(control["swaps"])
         self._pending = [tuple(p) for p in control["pending"]]
+        self.guard.load_state_dict(state.get("guard", {}))  # checkpoints before the guard have none
 
     # --- control -------------------------------------------------------------------
 

@@ -50,6 +50,9 @@ METRIC_NAMES = (
     "rtsim_model_users",
     "rtsim_model_items",
     "rtsim_last_retrain_timestamp_seconds",
+    "rtsim_model_nonfinite_rows",
+    "rtsim_model_max_row_norm",
+    "rtsim_model_norm_warnings_total",
 )
 
 
@@ -150,6 +153,15 @@ class LearnerMetrics:
         self.model_items = Gauge("rtsim_model_items", "Items known to the models", registry=r)
         self.last_retrain = Gauge("rtsim_last_retrain_timestamp_seconds", "Unix time at which the "
                                   "last period's retraining finished", registry=r)
+        self.nonfinite_rows = Gauge("rtsim_model_nonfinite_rows", "Rows of each strategy's served "
+                                    "tables holding NaN or inf when the last period was scored",
+                                    ["strategy"], registry=r)
+        self.max_row_norm = Gauge("rtsim_model_max_row_norm", "Largest L2 norm among the finite rows "
+                                  "of each strategy's served tables when the last period was scored",
+                                  ["strategy"], registry=r)
+        self.norm_warnings = Counter("rtsim_model_norm_warnings", "Periods in which a strategy's served "
+                                     "tables held non-finite rows or their largest row norm grew more "
+                                     "than learner.guard.norm_growth times", ["strategy"], registry=r)
         self._consumed = CounterFeed(self.consumed)
         self._late = CounterFeed(self.late)
         self._rejected: dict[str, CounterFeed] = {}
@@ -188,6 +200,9 @@ class LearnerMetrics:
             self.retrain.labels(name).observe(result.retrain_seconds)
             self.retrain_last.labels(name).set(result.retrain_seconds)
             self.eval.labels(name).set(result.eval_seconds)
+            self.nonfinite_rows.labels(name).set(result.health.nonfinite_rows)
+            _set_finite(self.max_row_norm, (name,), result.health.max_row_norm)
+            self.norm_warnings.labels(name).inc(int(result.guard_warning))
         self.set_serving(serving, [r.strategy for r in results], swapped=False)
         self.last_retrain.set(time.time())
 

@@ -13,6 +13,7 @@ from learner.evaluation import SEGMENTS
 
 KS = (5, 10, 20)
 TIMING_COLUMNS = ("retrain_seconds", "eval_seconds")
+HEALTH_COLUMNS = ("nonfinite_rows", "max_row_norm")
 
 
 def columns(ks: tuple[int, ...] = KS, full_ranking: bool = False) -> list[str]:
@@ -20,7 +21,7 @@ def columns(ks: tuple[int, ...] = KS, full_ranking: bool = False) -> list[str]:
     full = [f"full_recall@{k}" for k in ks] + [f"full_ndcg@{k}" for k in ks] if full_ranking else []
     return (["period", "phase", "strategy", "serving", "n_interactions", "n_new_users", "n_new_items", "n_candidates"]
             + [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
-            + [f"ndcg@{top}[{s}]" for s in SEGMENTS] + full + list(TIMING_COLUMNS))
+            + [f"ndcg@{top}[{s}]" for s in SEGMENTS] + full + list(HEALTH_COLUMNS) + list(TIMING_COLUMNS))
 
 
 def as_row(result: StrategyResult) -> dict:
@@ -38,6 +39,7 @@ def as_row(result: StrategyResult) -> dict:
     if result.full is not None:
         row.update({f"full_recall@{k}": v for k, v in result.full.recall.items()})
         row.update({f"full_ndcg@{k}": v for k, v in result.full.ndcg.items()})
+    row.update(nonfinite_rows=result.health.nonfinite_rows, max_row_norm=result.health.max_row_norm)
     row.update(retrain_seconds=round(result.retrain_seconds, 4), eval_seconds=round(result.eval_seconds, 4))
     return row
 
@@ -112,9 +114,14 @@ def summary_markdown(df: pd.DataFrame, title: str, ks: tuple[int, ...] = KS) -> 
     lines += [f"Test periods: {test_periods[0]}-{test_periods[-1]} ({len(test_periods)} periods, "
               f"{int(df.loc[(df['phase'] == 'test'), 'n_interactions'].sum() / max(1, df['strategy'].nunique()))} "
               "interactions). 1 positive vs up to 999 sampled negatives per interaction.", ""]
+    broken = nonfinite_periods(df)
     for label, table in (("pooled over test interactions", pooled(df)),
                          ("mean of per-period values", per_period_mean(df))):
-        lines += [f"## Table 1: next-period quality, {label}", "", _table1(table, ks), ""]
+        lines += [f"## Table 1: next-period quality, {label}", "", _table1(table, ks, broken), ""]
+    for strategy, periods in broken.items():
+        lines += [f"† {strategy} served rows that are not finite (NaN or inf) in test periods "
+                  f"{', '.join(map(str, periods))}: it diverged. Those periods count with every "
+                  "positive ranked last, so its figures are a floor, not a model's quality.", ""]
     lines += ["RI: the paper's relative improvement of SML over each strategy, "
               "mean over K of (SML / strategy - 1).", "",
               "## Table 2: retraining seconds per test period", "", _table2(df, test_periods), "",
@@ -122,14 +129,23 @@ def summary_markdown(df: pd.DataFrame, title: str, ks: tuple[int, ...] = KS) -> 
     return "\n".join(lines)
 
 
-def _table1(table: pd.DataFrame, ks: tuple[int, ...]) -> str:
+def nonfinite_periods(df: pd.DataFrame, phases: tuple[str, ...] = ("test",)) -> dict[str, list[int]]:
+    """{strategy: the periods of `phases` in which its served tables held non-finite rows}."""
+    if "nonfinite_rows" not in df.columns:  # a run from before the column existed
+        return {}
+    part = df[df["phase"].isin(phases) & (df["nonfinite_rows"].fillna(0) > 0)]
+    return {strategy: sorted(group["period"].tolist()) for strategy, group in part.groupby("strategy", sort=False)}
+
+
+def _table1(table: pd.DataFrame, ks: tuple[int, ...], broken: dict[str, list[int]]) -> str:
     ri_r = relative_improvement(table, "recall", ks)
     ri_n = relative_improvement(table, "ndcg", ks)
     header = (["Strategy"] + [f"R@{k}" for k in ks] + (["RI(R)"] if ri_r else [])
               + [f"N@{k}" for k in ks] + (["RI(N)"] if ri_n else []))
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for strategy in table.index:
-        cells = [strategy] + [f"{table.at[strategy, f'recall@{k}']:.4f}" for k in ks]
+        cells = [f"{strategy} †" if strategy in broken else strategy]
+        cells += [f"{table.at[strategy, f'recall@{k}']:.4f}" for k in ks]
         if ri_r:
             cells.append(_pct(ri_r[strategy]))
         cells += [f"{table.at[strategy, f'ndcg@{k}']:.4f}" for k in ks]

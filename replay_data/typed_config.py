@@ -7,11 +7,16 @@ the key path, the bad value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 T = TypeVar("T")
+
+# YAML 1.1 (PyYAML) reads 1e-3 and 1e38 as text: it wants a dot in the mantissa. A float
+# setting accepts such text when it is a plain decimal number.
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -87,6 +92,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
+    if hint is float and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        return float(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)

@@ -289,6 +289,6 @@ def progress_line(t: int, phase: str, n_events: int, results: list[StrategyResul
     if not results:
         return f"{head} | buffered for pretraining  [{elapsed:6.1f}s]"
     top = max(results[0].metrics.ndcg)
-    parts = [f"{r.strategy}{'*' if r.serving else ''} {r.metrics.ndcg[top]:.4f} ({r.retrain_seconds:.1f}s)"
-             for r in results]
+    parts = [f"{r.strategy}{'*' if r.serving else ''}{' NOT FINITE' if r.health.nonfinite_rows else ''} "
+             f"{r.metrics.ndcg[top]:.4f} ({r.retrain_seconds:.1f}s)" for r in results]
     return f"{head} | NDCG@{top} (retrain s; * serving): " + "  ".join(parts) + f"  [{elapsed:6.1f}s]"

@@ -106,6 +106,17 @@ def test_wrong_type_names_path_value_and_expected_type():
         resolve("tiny", overrides=["data.phases=3"])
 
 
+@pytest.mark.parametrize("text, value", [("1e38", 1e38), ("1e-3", 1e-3), ("1.0e+38", 1e38), ("+2E2", 200.0)])
+def test_a_float_setting_accepts_exponent_notation(text, value):
+    # PyYAML reads 1e-3 as text (it wants a dot in the mantissa); a float setting takes it
+    assert resolve("tiny", overrides=[f"learner.pretrain.lr={text}"]).learner.pretrain.lr == value
+
+
+def test_text_that_is_not_a_number_is_still_refused_for_a_float():
+    with pytest.raises(ConfigError, match=r"learner\.pretrain\.lr: expected float, got str '1e'"):
+        resolve("tiny", overrides=["learner.pretrain.lr=1e"])
+
+
 def test_unknown_strategy_names_the_known_ones():
     with pytest.raises(ConfigError) as err:
         resolve("tiny", overrides=["learner.strategies.enabled=[sml, smll]"])

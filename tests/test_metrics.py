@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from learner.engine import StrategyResult
 from learner.evaluation import PeriodMetrics
+from learner.health import TableHealth
 from learner.metrics import METRIC_NAMES, LearnerMetrics, MetricsPortInUse, period_wall_seconds, serve
 from simulator.metrics import METRIC_NAMES as PRODUCER_METRIC_NAMES
 from simulator.metrics import ProducerMetrics
@@ -26,6 +27,7 @@ DESIGN_NAMES = {
     "rtsim_events_late_total", "rtsim_replay_event_time_seconds", "rtsim_replay_speed",
     "rtsim_consumer_lag_events", "rtsim_model_users", "rtsim_model_items",
     "rtsim_last_retrain_timestamp_seconds",
+    "rtsim_model_nonfinite_rows", "rtsim_model_max_row_norm", "rtsim_model_norm_warnings_total",
 }
 
 
@@ -38,7 +40,8 @@ def result(t: int, strategy: str, serving: bool, ndcg10: float, retrain: float) 
     )
     return StrategyResult(period=t, phase="online", strategy=strategy, serving=serving,
                           n_interactions=200, n_new_users=7 + t, n_new_items=3, n_candidates=1000.0,
-                          metrics=metrics, retrain_seconds=retrain, eval_seconds=0.25 + t)
+                          metrics=metrics, retrain_seconds=retrain, eval_seconds=0.25 + t,
+                          health=TableHealth(0, 1.5 + t), guard_warning=False)
 
 
 class Exporter:
