@@ -67,6 +67,12 @@ class SmlConfig:
     cnn: bool = True  # False = the paper's SML-CNN ablation
     fc: bool = True  # False = SML-FC
     next_period: bool = True  # False = SML-N: the transfer learns on D_t, not D_{t+1}
+    # Negatives for step 2 (training the transfer). "period": items of the period it learns
+    # on, not the user's there (the authors' rule); "known": every known item not in the
+    # user's history (the shared sampler). "known" diverges on news-like streams: old items
+    # occur only as negatives, the transfer learns to amplify them, and since it rewrites
+    # every row every period their norms grow ~3x a period (docs/fidelity.md)
+    step2_negatives: Literal["period", "known"] = "period"
     # rows per whole-table transfer pass; bounds the (rows x 512) activation
     chunk_rows: int = 16384
     # SML-S only: step-1 epochs per period once the transfer is frozen

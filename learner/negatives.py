@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from learner.history import History
+from learner.history import History, pair_keys
 
 _MAX_ROUNDS = 64
 
@@ -31,3 +31,37 @@ def sample_training_negatives(history: History, n_items: int, users: np.ndarray,
         if len(free):
             neg[row] = free[rng.integers(0, len(free))]
     return neg
+
+
+def period_negatives(users: np.ndarray, items: np.ndarray):
+    """A sampler of negatives from one period's own items, none of which the row's user
+    interacted with in that period: the authors' rule for training the SML transfer
+    (`TR_sample_type='alone'`, sml_reference.md §1.4).
+
+    Items the period never shows (for news: nearly every older article) are never its
+    negatives, so the transfer is not rewarded for pushing them ever further from the users.
+    """
+    pool = np.unique(items.astype(np.int64))
+    pairs = np.unique(pair_keys(users, items))
+
+    def seen(rows: np.ndarray, neg: np.ndarray) -> np.ndarray:
+        keys = pair_keys(rows, neg)
+        pos = np.minimum(np.searchsorted(pairs, keys), len(pairs) - 1)
+        return pairs[pos] == keys
+
+    def sample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        rows = rows.astype(np.int64)
+        neg = pool[rng.integers(0, len(pool), size=len(rows))]
+        bad = np.flatnonzero(seen(rows, neg))
+        for _ in range(_MAX_ROUNDS):
+            if len(bad) == 0:
+                return neg
+            neg[bad] = pool[rng.integers(0, len(pool), size=len(bad))]
+            bad = bad[seen(rows[bad], neg[bad])]
+        for row in bad:  # a user who took nearly every item of the period: draw exactly
+            free = pool[~seen(np.full(len(pool), rows[row]), pool)]
+            if len(free):  # one who took all of them keeps a draw among them
+                neg[row] = free[rng.integers(0, len(free))]
+        return neg
+
+    return sample

@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 
 from learner.candidates import sample_eval_candidates
 from learner.history import History
-from learner.negatives import sample_training_negatives
+from learner.negatives import period_negatives, sample_training_negatives
 
 
 def _stream(seed: int, n_prev: int, n_now: int, n_users: int, n_items: int):
@@ -94,3 +94,19 @@ def test_history_membership_and_user_items():
     rows, items = history.user_items(np.array([2, 0, 7]))
     assert sorted(zip(rows.tolist(), items.tolist())) == [(0, 1), (1, 1), (1, 5)]
     assert history.period_slice(1, 1)[0].tolist() == [1, 0]
+
+
+@given(st.integers(0, 2**31), st.integers(2, 40))
+def test_period_negatives_are_the_periods_items_outside_the_users_period_items(seed, n_items):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 15, 300)
+    items = rng.integers(0, n_items, 300) * 3  # sparse ids: the pool is the period's items, not a range
+    sample = period_negatives(users, items)
+    rows = rng.integers(0, 15, 500)
+    neg = sample(rows, np.random.default_rng(seed))
+    assert set(neg.tolist()) <= set(items.tolist())
+    taken = set(zip(users.tolist(), items.tolist()))
+    own = {u: {i for v, i in taken if v == u} for u in set(rows.tolist())}
+    # every row avoids its user's items in the period, unless that user took all of them
+    assert all((u, j) not in taken or own[u] == set(items.tolist()) for u, j in zip(rows.tolist(), neg.tolist()))
+    assert np.array_equal(neg, sample(rows, np.random.default_rng(seed)))

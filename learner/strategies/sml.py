@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from learner.config import SmlConfig, TrainSpec, resolve_rounds
-from learner.mf import MF, bce_loss, epoch_rows, shuffled_batches
+from learner.mf import MF, NegativeSampler, bce_loss, epoch_rows, shuffled_batches
+from learner.negatives import period_negatives
 from learner.period import Period
 from learner.strategies.base import Strategy, register
 from learner.transfer import Transfer
@@ -120,7 +121,7 @@ class Sml(Strategy):
         spec: TrainSpec = self.cfg.step1
         self._set_theta_trainable(False)
         for _ in range(epochs):
-            for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, rng):
+            for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, self.shared.sample_negatives, rng):
                 h_u = self.w_hat.users.weight.index_select(0, uu).requires_grad_(True)
                 h_i = self.w_hat.items.weight.index_select(0, ii).requires_grad_(True)
                 out_u = self.theta_u(self.base_u.index_select(0, uu), h_u).index_select(0, u_inv)
@@ -138,8 +139,10 @@ class Sml(Strategy):
     def _step2(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
         """Learn Θ on the next period with W_{s-1} and ŵ_s fixed: L_s = BCE(f(W, ŵ)) (+ λ2 via Adam)."""
         spec: TrainSpec = self.cfg.step2
+        negatives = period_negatives(users, items) if self.cfg.step2_negatives == "period" \
+            else self.shared.sample_negatives
         for _ in range(spec.epochs):
-            for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, rng):
+            for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, negatives, rng):
                 out_u = self.theta_u(*_rows(uu, self.base_u, self.w_hat.users.weight)).index_select(0, u_inv)
                 out_i = self.theta_i(*_rows(ii, self.base_i, self.w_hat.items.weight)).index_select(0, i_inv)
                 loss = bce_loss((out_u * out_i[:b]).sum(1), (out_u * out_i[b:]).sum(1))
@@ -147,18 +150,18 @@ class Sml(Strategy):
                 loss.backward()
                 self.theta_opt.step()
 
-    def _batches(self, users: np.ndarray, items: np.ndarray, batch: int, rng: np.random.Generator):
+    def _batches(self, users: np.ndarray, items: np.ndarray, batch: int, negatives: NegativeSampler,
+                 rng: np.random.Generator):
         """Shuffled batches with one sampled negative per row, as unique rows and inverses,
         so the transfer runs once per distinct user and item: (b, uu, u_inv, ii, i_inv)
         where items ii[i_inv[:b]] are the positives and ii[i_inv[b:]] the negatives."""
         device = self.shared.device
-        order, negatives, bounds = epoch_rows(users, shuffled_batches(len(users), batch, rng),
-                                              self.shared.sample_negatives, rng)
+        order, drawn, bounds = epoch_rows(users, shuffled_batches(len(users), batch, rng), negatives, rng)
         for lo, hi in bounds:
             idx = order[lo:hi]
             u = torch.as_tensor(users[idx], device=device)
             i = torch.as_tensor(items[idx], device=device)
-            j = torch.as_tensor(negatives[lo:hi], device=device)
+            j = torch.as_tensor(drawn[lo:hi], device=device)
             uu, u_inv = torch.unique(u, return_inverse=True)
             ii, i_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
             yield len(idx), uu, u_inv, ii, i_inv
