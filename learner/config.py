@@ -73,6 +73,12 @@ class SmlConfig:
     # occur only as negatives, the transfer learns to amplify them, and since it rewrites
     # every row every period their norms grow ~3x a period (docs/fidelity.md)
     step2_negatives: Literal["period", "known"] = "period"
+    # Adam for ŵ in step 1. "dense": every row's moments decay and every row moves by its
+    # momentum each step (torch.optim.Adam on the table, as the authors' code does);
+    # "row_sparse": only a batch's rows (cheaper, O(batch) per step). Row-sparse moments
+    # outlive the values they were built on, across reseeds and periods, and the tables
+    # diverged with it in 1 of 2 streams even with period negatives (docs/fidelity.md)
+    w_hat_adam: Literal["dense", "row_sparse"] = "dense"
     # rows per whole-table transfer pass; bounds the (rows x 512) activation
     chunk_rows: int = 16384
     # SML-S only: step-1 epochs per period once the transfer is frozen

@@ -47,6 +47,19 @@ class EmbeddingTable:
         denom = v.div_(bias2).sqrt_().add_(eps)  # m and v are copies: safe to reuse in place
         self.weight.index_copy_(0, rows, self.weight.index_select(0, rows).add_(m.div_(denom).mul_(-lr / bias1)))
 
+    def dense_adam_step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float,
+                        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        """One Adam update of the whole table, as torch.optim.Adam takes it: rows absent from
+        the batch have zero gradient, so their moments decay and they still move by their
+        momentum. O(table) per step; SML's ŵ uses it (see SmlConfig.w_hat_adam)."""
+        self.step += 1
+        b1, b2 = betas
+        full = torch.zeros_like(self.weight).index_add_(0, rows, grad)
+        self.exp_avg.mul_(b1).add_(full, alpha=1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(full, full, value=1 - b2)
+        denom = self.exp_avg_sq.div(1 - b2**self.step).sqrt_().add_(eps)
+        self.weight.addcdiv_(self.exp_avg, denom, value=-lr / (1 - b1**self.step))
+
     def copy(self) -> "EmbeddingTable":
         out = EmbeddingTable.__new__(EmbeddingTable)
         out.weight = self.weight.clone()

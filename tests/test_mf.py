@@ -44,6 +44,27 @@ def test_row_adam_matches_torch_sparse_adam(merge, monkeypatch):
     assert torch.equal(table.weight[untouched], weight[untouched])
 
 
+def test_dense_adam_matches_torch_adam_on_the_whole_table():
+    torch.manual_seed(2)
+    weight = torch.randn(10, 3)
+    table = EmbeddingTable(weight.clone())
+    param = torch.nn.Parameter(weight.clone())
+    opt = torch.optim.Adam([param], lr=0.05)
+    for rows in ([1, 4, 4, 7], [4, 2], [9, 1, 0, 9, 9]):
+        idx = torch.tensor(rows)
+        target = torch.randn(len(rows), 3)
+        opt.zero_grad()
+        ((param[idx] - target) ** 2).sum().backward()
+        opt.step()
+        out = table.weight[idx].requires_grad_(True)
+        ((out - target) ** 2).sum().backward()
+        table.dense_adam_step(idx, out.grad, lr=0.05)
+    assert torch.allclose(table.weight, param.detach(), atol=1e-6)
+    # rows 4 and 7 had gradients once and keep moving by their momentum, as in torch's Adam
+    assert not torch.equal(table.weight[7], weight[7])
+    assert torch.equal(table.weight[[3, 5, 6, 8]], weight[[3, 5, 6, 8]])
+
+
 def test_training_on_learnable_data_lowers_the_loss_and_only_moves_used_rows():
     rng = np.random.default_rng(0)
     users = rng.integers(0, 20, 400)

@@ -8,6 +8,10 @@ When period t = s+1 closes, the engine has scored `serving` on D_t; then `retrai
 finishes task s with D_t as its next period (K rounds: step 2 on D_t, then step 1 on D_s
 except after the last round), deploys W_s = f_Θ(W_{s-1}, ŵ_s), and starts task t.
 DESIGN.md, "SML in streaming order", has the derivation from the reference code.
+
+Step 2 draws its negatives from the next period's own items (`step2_negatives`), as the
+authors' code does: with negatives from every known item the tables diverge on streams
+where most rows are dead (docs/fidelity.md, "Divergence").
 """
 from __future__ import annotations
 
@@ -132,8 +136,12 @@ class Sml(Strategy):
                 l2 = 0.5 * spec.l2 * (rows_u.pow(2).sum() + rows_i.pow(2).sum())
                 (bce_loss(s_pos, s_neg) + l2).backward()
                 with torch.no_grad():
-                    self.w_hat.users.adam_step(uu, h_u.grad, spec.lr)
-                    self.w_hat.items.adam_step(ii, h_i.grad, spec.lr)
+                    if self.cfg.w_hat_adam == "dense":
+                        self.w_hat.users.dense_adam_step(uu, h_u.grad, spec.lr)
+                        self.w_hat.items.dense_adam_step(ii, h_i.grad, spec.lr)
+                    else:
+                        self.w_hat.users.adam_step(uu, h_u.grad, spec.lr)
+                        self.w_hat.items.adam_step(ii, h_i.grad, spec.lr)
         self._set_theta_trainable(True)
 
     def _step2(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
