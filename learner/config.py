@@ -69,15 +69,14 @@ class SmlConfig:
     next_period: bool = True  # False = SML-N: the transfer learns on D_t, not D_{t+1}
     # Negatives for step 2 (training the transfer). "period": items of the period it learns
     # on, not the user's there (the authors' rule); "known": every known item not in the
-    # user's history (the shared sampler). "known" diverges on news-like streams: old items
-    # occur only as negatives, the transfer learns to amplify them, and since it rewrites
-    # every row every period their norms grow ~3x a period (docs/fidelity.md)
+    # user's history (the shared sampler). Adam for ŵ in step 1: "dense" moves every row by
+    # its (decaying) momentum each step, as torch.optim.Adam on the table does in the
+    # authors' code; "row_sparse" touches only a batch's rows (O(batch) a step, not
+    # O(table)). On news-like streams, where most rows are dead, "known" or "row_sparse"
+    # let dead rows' norms grow geometrically to overflow: the transfer rewrites every row
+    # every period, and old items occur in step 2 only as negatives (docs/fidelity.md,
+    # "Divergence")
     step2_negatives: Literal["period", "known"] = "period"
-    # Adam for ŵ in step 1. "dense": every row's moments decay and every row moves by its
-    # momentum each step (torch.optim.Adam on the table, as the authors' code does);
-    # "row_sparse": only a batch's rows (cheaper, O(batch) per step). Row-sparse moments
-    # outlive the values they were built on, across reseeds and periods, and the tables
-    # diverged with it in 1 of 2 streams even with period negatives (docs/fidelity.md)
     w_hat_adam: Literal["dense", "row_sparse"] = "dense"
     # rows per whole-table transfer pass; bounds the (rows x 512) activation
     chunk_rows: int = 16384

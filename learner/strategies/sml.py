@@ -2,16 +2,17 @@
 
 State of the task in progress (period s, the newest closed one):
   base   = W_{s-1}, the previous deployed model (constant within the task)
-  w_hat  = ŵ_s, MF rows learned on D_s only *through* the transfer (row-sparse Adam)
+  w_hat  = ŵ_s, MF rows learned on D_s only *through* the transfer (dense Adam by default)
   serving = f_Θ(W_{s-1}, ŵ_s), served during period s+1
 When period t = s+1 closes, the engine has scored `serving` on D_t; then `retrain`
 finishes task s with D_t as its next period (K rounds: step 2 on D_t, then step 1 on D_s
 except after the last round), deploys W_s = f_Θ(W_{s-1}, ŵ_s), and starts task t.
 DESIGN.md, "SML in streaming order", has the derivation from the reference code.
 
-Step 2 draws its negatives from the next period's own items (`step2_negatives`), as the
-authors' code does: with negatives from every known item the tables diverge on streams
-where most rows are dead (docs/fidelity.md, "Divergence").
+Two choices follow the authors' code because without them the tables diverge on streams
+where most rows are dead (news; docs/fidelity.md, "Divergence"): step 2 draws its
+negatives from the next period's own items (`step2_negatives`), and ŵ trains with dense
+Adam (`w_hat_adam`).
 """
 from __future__ import annotations
 
