@@ -1,4 +1,4 @@
-"""Evaluation candidates of the SML protocol (DESIGN.md, "Evaluation").
+"""Evaluation candidates of the SML protocol (docs/architecture.md, "Training and evaluation negatives").
 
 For each interaction (u, i) of a period, in sorted order: up to 999 distinct negatives,
 drawn uniformly from the items seen up to and including that interaction, none in u's

@@ -1,4 +1,4 @@
-"""The learner's settings, with the defaults of DESIGN.md ("Strategies")."""
+"""The learner's settings and their defaults (layering and validation: docs/architecture.md, "Configuration")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

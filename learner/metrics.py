@@ -1,6 +1,6 @@
 """The learner's Prometheus metrics and the HTTP exporter shared with the producer.
 
-Names are an interface (DESIGN.md, "Metrics"): dashboards, alerts and tests depend on them.
+Names are an interface (docs/architecture.md, "Metrics and alerts"): dashboards, alerts and tests depend on them.
 Each `LearnerMetrics` owns its registry, so tests and several learners in one process never
 collide on the global one. No metric carries a `period` label: progression is the time
 axis, and the period index is a gauge of its own.

@@ -1,4 +1,4 @@
-"""The one training-negative sampler every strategy uses (DESIGN.md, "Training negatives")."""
+"""The one training-negative sampler every strategy uses (docs/architecture.md, "Training and evaluation negatives")."""
 from __future__ import annotations
 
 import numpy as np

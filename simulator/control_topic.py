@@ -1,7 +1,7 @@
 """The control topic `<prefix>.control`: commands published on the bus, applied by listeners.
 
 A record is the JSON object {"target": "learner"|"producer", "run_id": ID|null, "command",
-"args"} (DESIGN.md, "Kafka topics"); the commands are those of the HTTP API. A listener
+"args"} (docs/architecture.md, "Bus: wire format and topics"); the commands are those of the HTTP API. A listener
 reads from the topic's end when it starts, so a restarted process never replays old
 commands, and applies only records for its target and its run (or for any run: null).
 Kept free of the learner's imports, so `rtsim ctl` publishes without loading torch.

@@ -1,4 +1,4 @@
-"""The replay producer's Prometheus metrics (names: DESIGN.md, "Metrics").
+"""The replay producer's Prometheus metrics (names: docs/architecture.md, "Metrics and alerts").
 
 Served with `learner.metrics.serve`; its own registry, like the learner's.
 """

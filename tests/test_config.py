@@ -16,7 +16,7 @@ from replay_data.presets import PhaseCounts, default_phases, load_preset, preset
 from replay_data.typed_config import ConfigError, build, to_dict
 from simulator.config import RunConfig, dump, resolve
 
-# DESIGN.md, "Presets and phases": T and (pretrain, online, validation, test)
+# docs/architecture.md, "Periods, phases and presets": T and (pretrain, online, validation, test)
 PRESET_TABLE = {
     "yelp": (40, (10, 20, 3, 7)),
     "synthetic-business": (40, (10, 20, 3, 7)),

@@ -16,7 +16,7 @@ from simulator.metrics import METRIC_NAMES as PRODUCER_METRIC_NAMES
 from simulator.metrics import ProducerMetrics
 from simulator.producer import ReplayStats
 
-# DESIGN.md, "Metrics": dashboards and alerts depend on exactly these names
+# docs/architecture.md, "Metrics and alerts": dashboards and alerts depend on exactly these names
 DESIGN_NAMES = {
     "rtsim_next_period_ndcg", "rtsim_next_period_recall", "rtsim_segment_ndcg",
     "rtsim_retrain_duration_seconds", "rtsim_retrain_last_duration_seconds",

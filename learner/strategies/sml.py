@@ -7,7 +7,7 @@ State of the task in progress (period s, the newest closed one):
 When period t = s+1 closes, the engine has scored `serving` on D_t; then `retrain`
 finishes task s with D_t as its next period (K rounds: step 2 on D_t, then step 1 on D_s
 except after the last round), deploys W_s = f_Θ(W_{s-1}, ŵ_s), and starts task t.
-DESIGN.md, "SML in streaming order", has the derivation from the reference code.
+docs/architecture.md, "SML in streaming order", has the derivation from the reference code.
 
 Two choices follow the authors' code because without them the tables diverge on streams
 where most rows are dead (news; docs/fidelity.md, "Divergence"): step 2 draws its

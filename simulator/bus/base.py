@@ -1,6 +1,6 @@
 """The bus interface: what the replay producer and the learner consumer need of a transport.
 
-Two implementations share it (DESIGN.md, "Bus"): `memory` (in-process) and `kafka`.
+Two implementations share it (docs/architecture.md, "Bus: wire format and topics"): `memory` (in-process) and `kafka`.
 Records are bytes with string headers; partitions and offsets mean the same on both, so
 the producer, the learner, checkpoints and tests never care which one runs.
 """

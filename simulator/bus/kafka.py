@@ -1,4 +1,4 @@
-"""The Kafka bus, over kafka-python 3.x against Kafka 4.x (infra_notes.md section 2).
+"""The Kafka bus, over kafka-python 3.x against Kafka 4.x (docs/architecture.md, "Bus: wire format and topics").
 
 Records travel as raw bytes (no serializers) with UTF-8 header values. Consumers assign
 every partition of their topic (never subscribe): a learner that trains for minutes between

@@ -1,4 +1,4 @@
-"""The wire format of rtsim's topics (DESIGN.md, "Kafka topics"): names, headers, values.
+"""The wire format of rtsim's topics (docs/architecture.md, "Bus: wire format and topics"): names, headers, values.
 
 `events` records carry one JSON object {"ts", "user", "item"} or an array of up to 1,000;
 `watermark` records {"ts": T} promise that every event with ts < T has been sent to that
