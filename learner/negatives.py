@@ -36,7 +36,7 @@ def sample_training_negatives(history: History, n_items: int, users: np.ndarray,
 def period_negatives(users: np.ndarray, items: np.ndarray):
     """A sampler of negatives from one period's own items, none of which the row's user
     interacted with in that period: the authors' rule for training the SML transfer
-    (`TR_sample_type='alone'`, sml_reference.md §1.4).
+    (`TR_sample_type='alone'` in their data/dataset2.py).
 
     Items the period never shows (for news: nearly every older article) are never its
     negatives, so the transfer is not rewarded for pushing them ever further from the users.

@@ -1,4 +1,4 @@
-"""Export a prepared log in the layout of the SML authors' code (sml_reference.md §1.1).
+"""Export a prepared log in the layout of the SML authors' code (docs/fidelity.md, "Their side").
 
 information.npy = [n_interactions, n_users, n_items]; train/<t>.npy = (user, item) rows of
 period t; test/<t>.npy = (user, positive, 999 negatives) drawn by our evaluation's rule

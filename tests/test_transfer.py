@@ -64,7 +64,7 @@ def test_product_row_carries_no_gradient_to_the_new_row_beyond_its_own_row():
 
 def test_parameter_count_matches_the_reference():
     t = Transfer(dim=64)
-    assert sum(p.numel() for p in t.parameters()) == 197_279  # sml_reference.md §3
+    assert sum(p.numel() for p in t.parameters()) == 197_279  # the authors' ConvTransfer_com at d = 64
 
 
 def test_chunked_table_pass_equals_one_pass():
