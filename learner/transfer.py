@@ -1,8 +1,9 @@
 """SML's transfer f_Θ(w_{t-1}, ŵ_t): a small CNN over the stacked old, new and product rows.
 
 Architecture of the authors' ConvTransfer_com (their model/conv_transfer.py): input
-H = [x; h; x ⊙ h / |x|] (3 x d, the product detached), conv 3x1 with 10 filters, GELU, conv 1x1 with 5 filters, flatten to
-5d, GELU, FC 5d -> 512, GELU, FC 512 -> d. GELU is the sigmoid approximation z·σ(1.702 z).
+H = [x; h; x ⊙ h / |x|] (3 x d, the product detached), conv 3x1 with 10 filters, GELU,
+conv 1x1 with 5 filters, flatten to 5d, GELU, FC 5d -> 512, GELU, FC 512 -> d. GELU is the
+sigmoid approximation z·σ(1.702 z).
 Ablations: cnn=False feeds the flattened 3 x d stack to the FC layers (SML-CNN);
 fc=False maps the 5 conv channels to the output with one more 1x1 conv (SML-FC).
 """
