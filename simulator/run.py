@@ -10,6 +10,7 @@ import pandas as pd
 
 from learner.checkpoint import CheckpointStore
 from learner.engine import Engine, StrategyResult
+from learner.exposition import RunLabels, bus_kind
 from learner.metrics import LearnerMetrics, serve
 from learner.results import PeriodsCsv, summary_markdown
 from learner.stream import StreamLearner, find_manifest
@@ -40,6 +41,10 @@ def connect(cfg: RunConfig) -> Bus:
 
         return KafkaBus(cfg.bus.url[len("kafka://"):], connect_timeout_s=cfg.bus.connect_timeout_s)
     return open_bus(cfg.bus.url)
+
+
+def run_labels(cfg: RunConfig, run_id: str, preset: str) -> RunLabels:
+    return RunLabels(run_id, preset, bus_kind(cfg.bus.url))
 
 
 def replay_settings(cfg: RunConfig, preset: str) -> ReplaySettings:
@@ -138,7 +143,8 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
     bus = connect(cfg)
     endpoints = Endpoints(report)
     try:
-        producer_metrics, learner_metrics = ProducerMetrics(), LearnerMetrics()
+        run = run_labels(cfg, run_dir.run_id, cfg.preset)
+        producer_metrics, learner_metrics = ProducerMetrics(log.schedule.edges, run), LearnerMetrics(run)
         endpoints.metrics("producer", producer_metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
                           "--set serve.producer_metrics_port=PORT")
         endpoints.metrics("learner", learner_metrics.registry, cfg.serve.host, cfg.serve.metrics_port,
@@ -189,7 +195,7 @@ def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print
     bus = connect(cfg)
     endpoints = Endpoints(report)
     try:
-        metrics = ProducerMetrics()
+        metrics = ProducerMetrics(log.schedule.edges, run_labels(cfg, run_id, cfg.preset))
         endpoints.metrics("producer", metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
                           "--metrics-port")
         producer = ReplayProducer(bus, log, run_id, replay_settings(cfg, cfg.preset), metrics)
@@ -221,7 +227,7 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
         run_dir = RunDir(runs_root, manifest["run_id"]).create(cfg)
         report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
                f"run directory {run_dir.path}")
-        metrics = LearnerMetrics()
+        metrics = LearnerMetrics(run_labels(cfg, manifest["run_id"], manifest.get("preset", "")))
         endpoints.metrics("learner", metrics.registry, cfg.serve.host, cfg.serve.metrics_port, "--metrics-port")
         stop = stop or threading.Event()
         frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints, state)
