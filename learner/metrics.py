@@ -49,6 +49,7 @@ METRIC_NAMES = (
     "rtsim_model_users",
     "rtsim_model_items",
     "rtsim_last_retrain_timestamp_seconds",
+    "rtsim_periods_below_fine_tune",
     "rtsim_run_info",
 )
 
@@ -147,6 +148,9 @@ class LearnerMetrics:
                             registry=r)
         self.model_users = OptionalGauge("rtsim_model_users", "Users known to the models", registry=r)
         self.model_items = OptionalGauge("rtsim_model_items", "Items known to the models", registry=r)
+        self.below_fine_tune = Gauge("rtsim_periods_below_fine_tune", "Closed periods in a row in "
+                                     "which the strategy's NDCG at the largest k was below fine_tune's "
+                                     "(0 when it was not; absent without fine_tune)", ["strategy"], registry=r)
         self.last_retrain = OptionalGauge("rtsim_last_retrain_timestamp_seconds", "Unix time at which "
                                           "the last period's retraining finished", registry=r)
         self._consumed = CounterFeed(self.consumed)
@@ -154,6 +158,7 @@ class LearnerMetrics:
         self._late = CounterFeed(self.late)
         self._rejected: dict[str, CounterFeed] = {}
         self._last_ndcg: dict[str, dict[str, float]] = {}  # per strategy, for a swap between periods
+        self._below: dict[str, int] = {}  # per strategy: the current streak below fine_tune
 
     def observe_period(self, t: int, rows: list[dict], serving: str, n_users: int, n_items: int) -> None:
         """Period t closed with `rows` (its periods.csv rows; none for a pretrain period)."""
@@ -206,9 +211,26 @@ class LearnerMetrics:
             self.retrain_last.labels(name).set(row["retrain_seconds"])
             self.eval.labels(name).observe(row["eval_seconds"])
             self.eval_last.labels(name).set(row["eval_seconds"])
-        self.set_serving(serving, [row["strategy"] for row in rows], swapped=False)
+        names = [row["strategy"] for row in rows]
+        self._count_below_fine_tune(names)
+        self.set_serving(serving, names, swapped=False)
         if closed_at is not None:
             self.last_retrain.set(closed_at)
+
+    def _count_below_fine_tune(self, names: list[str]) -> None:
+        """Streaks of the strategies of the period just closed, counted at every close, so
+        the SmlBelowFineTune alert does not depend on a scrape having caught the periods in
+        between. An empty period (NaN) leaves a streak as it was."""
+        if "fine_tune" not in names:
+            return
+        baseline = self._last_ndcg["fine_tune"]
+        top = max(baseline, key=int)
+        for name in names:
+            ndcg = self._last_ndcg[name]
+            if name == "fine_tune" or math.isnan(ndcg.get(top, math.nan)) or math.isnan(baseline[top]):
+                continue
+            self._below[name] = self._below.get(name, 0) + 1 if ndcg[top] < baseline[top] else 0
+            self.below_fine_tune.labels(name).set(self._below[name])
 
     def observe_ingest(self, consumed: int, rejected: Mapping[str, int], late: int, outside: int) -> None:
         """Cumulative ingest totals since the stream started (events outside the schedule

@@ -28,7 +28,7 @@ DESIGN_NAMES = {
     "rtsim_events_produced_total", "rtsim_events_consumed_total", "rtsim_events_rejected_total",
     "rtsim_events_late_total", "rtsim_replay_event_time_seconds", "rtsim_replay_speed",
     "rtsim_model_users", "rtsim_model_items",
-    "rtsim_last_retrain_timestamp_seconds",
+    "rtsim_last_retrain_timestamp_seconds", "rtsim_periods_below_fine_tune",
 }
 
 
@@ -171,6 +171,7 @@ def test_period_values_are_what_was_observed(learner):
     assert value(samples, "rtsim_period_new_users") == 12
     assert value(samples, "rtsim_period_new_items") == 3
     assert value(samples, "rtsim_model_users") == 520
+    assert value(samples, "rtsim_periods_below_fine_tune", strategy="sml") == 0  # above in period 5
     assert value(samples, "rtsim_model_items") == 310
     assert before <= value(samples, "rtsim_last_retrain_timestamp_seconds") <= time.time()
 
@@ -192,6 +193,21 @@ def test_swaps_count_only_swaps_and_serving_is_one_hot(learner):
     samples = exporter.samples()
     assert value(samples, "rtsim_serving_ndcg", k="10") == pytest.approx(0.1)
     assert value(samples, "rtsim_strategy_swaps_total") == 1
+
+
+def test_periods_below_fine_tune_are_counted_at_every_close(learner):
+    """The streak SmlBelowFineTune alerts on, counted by the learner whatever Prometheus
+    scrapes in between; an empty period (NaN) keeps it; above fine_tune resets it."""
+    metrics, exporter = learner
+
+    def close(t: int, sml: float, fine_tune: float = 0.3) -> float:
+        metrics.observe_period(t, [result(t, "sml", True, sml, 1.0), result(t, "fine_tune", False, fine_tune, 1.0)],
+                               "sml", 10, 10)
+        return value(exporter.samples(), "rtsim_periods_below_fine_tune", strategy="sml")
+
+    assert [close(2, 0.3), close(3, 0.2), close(4, 0.1), close(5, math.nan), close(6, 0.2)] == [0, 1, 2, 2, 3]
+    assert close(7, 0.4) == 0
+    assert ("rtsim_periods_below_fine_tune", frozenset({"strategy": "fine_tune"}.items())) not in exporter.samples()
 
 
 def test_ingest_counters_advance_by_deltas_and_never_decrease(learner):
@@ -255,6 +271,7 @@ def test_a_resumed_run_continues_its_counts(learner):
     assert value(samples, "rtsim_serving_strategy", strategy="fine_tune") == 1
     assert value(samples, "rtsim_last_retrain_timestamp_seconds") == 1234.0
     assert value(samples, "rtsim_model_users") == 520
+    assert value(samples, "rtsim_periods_below_fine_tune", strategy="sml") == 0  # above in period 5
 
 
 def test_a_taken_port_names_the_port_and_the_option(learner):

@@ -63,13 +63,6 @@ SWAP_TO = "fine_tune"  # tiny serves sml by default
 # full_retrain retrains for seconds, longer than a period lasts: the learner falls behind
 # the replay and a real backlog builds up (the consumer lag must show it)
 SLOW_EPOCHS = 250
-# Recording rules whose series exists only while a condition holds. Checked over the run
-# instead of at its end, each with the reason it must have existed at some point.
-CONDITIONAL_RULES = {
-    # present while SML's NDCG@20 >= fine-tune's: always so after the first online period,
-    # where every strategy serves the same base model
-    "instance:rtsim_period_index:sml_not_below_fine_tune",
-}
 PROCESS_ENV = {k: v for k, v in os.environ.items() if k != "RTSIM_CONTROL_TOKEN"} | {"PYTHONUNBUFFERED": "1"}
 HTTP = build_opener(ProxyHandler({}))  # loopback only: never through a proxy from the environment
 
@@ -466,17 +459,15 @@ def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, p
     rules = [rule for path in rule_files for group in yaml.safe_load(path.read_text())["groups"]
              for rule in group["rules"]]
     records = [rule["record"] for rule in rules if "record" in rule]
-    assert records and CONDITIONAL_RULES <= set(records)
+    assert records
 
     def missing_records() -> list[str]:
-        return [name for name in records if not server.series(
-            f"last_over_time({name}[{over_run}])" if name in CONDITIONAL_RULES else name)]
+        return [name for name in records if not server.series(name)]
 
     deadline = time.monotonic() + 10
     while (missing := missing_records()) and time.monotonic() < deadline:
         time.sleep(SCRAPE_S)
-    assert not missing, ("recording rules without a series after the run (conditional ones looked for "
-                         f"over the last {over_run}): {missing}")
+    assert not missing, f"recording rules without a series after the run: {missing}"
 
     # every rule, recording and alerting, is loaded and evaluates without error
     def loaded_rules() -> list[dict]:
