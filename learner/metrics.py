@@ -3,7 +3,8 @@
 Names are an interface (DESIGN.md, "Metrics"): dashboards, alerts and tests depend on them.
 Each `LearnerMetrics` owns its registry, so tests and several learners in one process never
 collide on the global one. No metric carries a `period` label: progression is the time
-axis, and the period index is a gauge of its own.
+axis, and the period index is a gauge of its own. Every sample carries the run's `run_id`
+(learner/exposition.py), which is also what the producer's series join on.
 """
 from __future__ import annotations
 

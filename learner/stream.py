@@ -243,9 +243,9 @@ class StreamLearner:
         self.on_period(t, self.engine.phases[t], len(events), results)
 
     def _publish(self, rows: list[dict]) -> None:
-        for result in rows:
-            row = {"run_id": self.run_id, **{k: None if v != v else v for k, v in result.items()}}
-            self._producer.send(wire.results_topic(self.prefix), json.dumps(row).encode(), partition=0,
+        for row in rows:
+            record = {"run_id": self.run_id, **{k: None if v != v else v for k, v in row.items()}}
+            self._producer.send(wire.results_topic(self.prefix), json.dumps(record).encode(), partition=0,
                                 key=self.run_id.encode(), headers=wire.headers("result"))
         self._producer.flush()
 

@@ -10,7 +10,6 @@ Without `prometheus` the test skips, except in CI (CI=true), where it fails.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
