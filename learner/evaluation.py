@@ -22,12 +22,12 @@ SEGMENTS = ("OU-OI", "OU-NI", "NU-OI", "NU-NI")
 
 @dataclass
 class PeriodMetrics:
-    """Per-period means (pooled over interactions) and per-segment NDCG at the largest K."""
+    """Per-period means (pooled over interactions) and per-segment NDCG at every K."""
 
     n: int
     recall: dict[int, float]
     ndcg: dict[int, float]
-    segment_ndcg: dict[str, float]  # NaN for an empty segment
+    segment_ndcg: dict[int, dict[str, float]]  # per k, per segment; NaN for an empty segment
 
 
 def rank_positives(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray,
@@ -89,10 +89,9 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...], new_user: np.ndar
         gains[k] = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
         recall[k] = float(hit.mean()) if n else float("nan")
         ndcg[k] = float(gains[k].mean()) if n else float("nan")
-    top = max(ks)
-    segment_ndcg = {}
-    for name, mask in segment_masks(new_user, new_item).items():
-        segment_ndcg[name] = float(gains[top][mask].mean()) if mask.any() else float("nan")
+    masks = segment_masks(new_user, new_item)
+    segment_ndcg = {k: {name: float(gains[k][mask].mean()) if mask.any() else float("nan")
+                        for name, mask in masks.items()} for k in ks}
     return PeriodMetrics(n=n, recall=recall, ndcg=ndcg, segment_ndcg=segment_ndcg)
 
 

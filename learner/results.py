@@ -13,20 +13,18 @@ from learner.evaluation import SEGMENTS
 
 KS = (5, 10, 20)
 TIMING_COLUMNS = ("retrain_seconds", "eval_seconds")
-HEALTH_COLUMNS = ("nonfinite_rows", "max_row_norm")
+HEALTH_COLUMNS = ("nonfinite_rows", "max_row_norm", "norm_warning")
 
 
 def columns(ks: tuple[int, ...] = KS, full_ranking: bool = False) -> list[str]:
-    top = max(ks)
     full = [f"full_recall@{k}" for k in ks] + [f"full_ndcg@{k}" for k in ks] if full_ranking else []
     return (["period", "phase", "strategy", "serving", "n_interactions", "n_new_users", "n_new_items", "n_candidates"]
             + [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
-            + [f"ndcg@{top}[{s}]" for s in SEGMENTS] + full + list(HEALTH_COLUMNS) + list(TIMING_COLUMNS))
+            + [f"ndcg@{k}[{s}]" for k in ks for s in SEGMENTS] + full + list(HEALTH_COLUMNS) + list(TIMING_COLUMNS))
 
 
 def as_row(result: StrategyResult) -> dict:
     m = result.metrics
-    top = max(m.ndcg)
     row = {
         "period": result.period, "phase": result.phase, "strategy": result.strategy,
         "serving": int(result.serving), "n_interactions": result.n_interactions,
@@ -35,11 +33,12 @@ def as_row(result: StrategyResult) -> dict:
     }
     row.update({f"recall@{k}": v for k, v in m.recall.items()})
     row.update({f"ndcg@{k}": v for k, v in m.ndcg.items()})
-    row.update({f"ndcg@{top}[{s}]": m.segment_ndcg[s] for s in SEGMENTS})
+    row.update({f"ndcg@{k}[{s}]": by_segment[s] for k, by_segment in m.segment_ndcg.items() for s in SEGMENTS})
     if result.full is not None:
         row.update({f"full_recall@{k}": v for k, v in result.full.recall.items()})
         row.update({f"full_ndcg@{k}": v for k, v in result.full.ndcg.items()})
-    row.update(nonfinite_rows=result.health.nonfinite_rows, max_row_norm=result.health.max_row_norm)
+    row.update(nonfinite_rows=result.health.nonfinite_rows, max_row_norm=result.health.max_row_norm,
+               norm_warning=int(result.guard_warning))
     row.update(retrain_seconds=round(result.retrain_seconds, 4), eval_seconds=round(result.eval_seconds, 4))
     return row
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from learner.checkpoint import CheckpointStore
 from learner.engine import Engine, StrategyResult
-from learner.metrics import LearnerMetrics, period_wall_seconds
+from learner.metrics import LearnerMetrics
 from learner.results import as_row
 from learner.windows import PeriodWindows
 from simulator.bus import Bus, BusError, Message
@@ -34,7 +34,6 @@ PeriodCallback = Callable[[int, str, int, list[StrategyResult]], None]
 class IngestStats:
     rejected: Counter = field(default_factory=Counter)
     records: int = 0
-    lag: int = 0
 
 
 def find_manifest(bus: Bus, prefix: str, run_id: str | None, wait_s: float,
@@ -82,8 +81,6 @@ class StreamLearner:
         self.on_period = on_period or (lambda *args: None)
         self._deadletter = deadletter or self._deadletter_topic
         self.metrics = metrics
-        speed = manifest.get("speed", "max")
-        self._speed = None if speed == "max" else float(speed)
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
         self.rows: list[dict] = []  # every result row so far, kept in checkpoints
@@ -104,7 +101,6 @@ class StreamLearner:
             while not self.windows.finished and not stop.is_set():
                 for message in consumer.poll(poll_timeout_s):
                     self._ingest(message)
-                self._update_lag(consumer)
                 self._observe_ingest()
                 while not self._refilling_open(consumer) and (closed := self.windows.pop_closed()) is not None:
                     t, events = closed
@@ -133,12 +129,6 @@ class StreamLearner:
                 log.warning("%s failed (%s); retrying in %.1f s", what, err, delay)
                 time.sleep(delay)
                 delay = min(2 * delay, 5.0)
-
-    def _update_lag(self, consumer) -> None:
-        try:
-            self.stats.lag = sum(consumer.end_offsets().values()) - sum(consumer.positions().values())
-        except BusError as err:  # the broker is away: keep consuming, the lag is stale meanwhile
-            log.warning("consumer lag unavailable: %s", err)
 
     def _refilling_open(self, consumer) -> bool:
         """Whether a resumed learner is still re-reading the open periods' events. The restored
@@ -172,6 +162,7 @@ class StreamLearner:
             "positions": dict(positions),  # everything before these was read
             "safe_positions": self.windows.safe_positions(positions),  # where reading resumes
             "rows_seen": dict(self._rows_seen),
+            "closed_at": time.time(),  # when period t closed, for the metrics of a resumed run
         })
 
     def restore(self, state: dict) -> None:
@@ -185,6 +176,11 @@ class StreamLearner:
         self._replay_until = dict(state["positions"])
         self._seek_to = dict(state["safe_positions"])
         self._refilling = {p: end for p, end in self._replay_until.items() if self._seek_to.get(p, end) < end}
+        if self.metrics is not None:
+            engine = self.engine
+            self.metrics.restore(self.windows.open - 1, self.rows, len(engine.user_vocab), len(engine.item_vocab),
+                                 engine.swaps, state.get("closed_at"))
+            self._observe_ingest()
 
     def _ingest(self, message: Message) -> None:
         if message.offset < self._replay_until.get(message.partition, 0):
@@ -237,19 +233,19 @@ class StreamLearner:
 
     def _close(self, t: int, events) -> None:
         results = self.engine.close_period(t, events)
-        self.rows += [as_row(result) for result in results]
-        self._retry(lambda: self._publish(results), "publishing results")
+        rows = [as_row(result) for result in results]
+        self.rows += rows
+        self._retry(lambda: self._publish(rows), "publishing results")
         if self.metrics is not None:
             engine = self.engine
             serving = engine.serving  # now: a swap made while the period closed stays in the metrics
-            self.metrics.observe_period(t, results, serving, len(engine.user_vocab), len(engine.item_vocab),
-                                        period_wall_seconds(self.manifest["schedule"], t, self._speed))
+            self.metrics.observe_period(t, rows, serving, len(engine.user_vocab), len(engine.item_vocab))
         self.on_period(t, self.engine.phases[t], len(events), results)
 
-    def _publish(self, results: list[StrategyResult]) -> None:
-        for result in results:
-            row = {"run_id": self.run_id, **{k: None if v != v else v for k, v in as_row(result).items()}}
-            self._producer.send(wire.results_topic(self.prefix), json.dumps(row).encode(), partition=0,
+    def _publish(self, rows: list[dict]) -> None:
+        for row in rows:
+            record = {"run_id": self.run_id, **{k: None if v != v else v for k, v in row.items()}}
+            self._producer.send(wire.results_topic(self.prefix), json.dumps(record).encode(), partition=0,
                                 key=self.run_id.encode(), headers=wire.headers("result"))
         self._producer.flush()
 
@@ -258,7 +254,7 @@ class StreamLearner:
             return
         windows = self.windows.stats
         rejected = {**self.stats.rejected, **windows.outside}
-        self.metrics.observe_ingest(windows.consumed, rejected, windows.late, self.stats.lag)
+        self.metrics.observe_ingest(windows.consumed, rejected, windows.late, sum(windows.outside.values()))
 
     def _deadletter_topic(self, record: dict) -> None:
         self._producer.send(wire.deadletter_topic(self.prefix), json.dumps(record).encode(), partition=0,

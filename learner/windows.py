@@ -44,8 +44,6 @@ class PeriodWindows:
         # committed position never skips an event of an unclosed period
         self._first_offsets: dict[int, dict[int, int]] = defaultdict(dict)
         self.stats = WindowStats()
-        # exported from the start (at 0), as Prometheus advises for counters with labels
-        self.stats.outside.update(before_schedule=0, after_schedule=0)
 
     def add(self, partition: int, offset: int, ts: np.ndarray, users: list[str], items: list[str]) -> None:
         n = len(ts)

@@ -167,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from simulator.ctl import add_ctl_parser
     from simulator.kafka_cli import add_kafka_parser
+    from simulator.monitor_cli import add_monitor_parser
 
     add_kafka_parser(sub)
+    add_monitor_parser(sub)
     add_ctl_parser(sub)
     from simulator.report import add_report_parser
 

@@ -38,13 +38,18 @@ class BusConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Where the learner and the producer serve metrics and their control APIs (0 = a free port)."""
+    """Where the learner and the producer serve metrics and their control APIs.
+
+    A port left unset (None) is the default of simulator/ports.py, or a free port when
+    another process holds it (two runs on one machine); a port given is used as given, and
+    taken it fails (0 = a free port). An unset producer port follows its learner port when
+    that is 0, so `--metrics-port 0 --control-port 0` frees every server of a run."""
 
     host: str = "127.0.0.1"  # another address needs a control token (RTSIM_CONTROL_TOKEN or token_file)
-    metrics_port: int = 9108
-    producer_metrics_port: int = 9109
-    control_port: int = 8765
-    producer_control_port: int = 8766
+    metrics_port: int | None = None
+    producer_metrics_port: int | None = None
+    control_port: int | None = None
+    producer_control_port: int | None = None
     token_file: str | None = None
 
 

@@ -30,6 +30,7 @@ class ReplayStats:
     produced: int = 0
     event_time: int = 0
     speed: float | None = None
+    paused: bool = False
     done: bool = False
 
 
@@ -91,9 +92,11 @@ class ReplayProducer:
 
     def pause(self) -> None:
         self._resume.clear()
+        self.stats.paused = True
 
     def resume(self) -> None:
         self._resume.set()
+        self.stats.paused = False
 
     def run(self, stop: threading.Event | None = None, start_row: int = 0,
             fast_until_ts: int | None = None) -> ReplayStats:
@@ -110,6 +113,8 @@ class ReplayProducer:
         try:
             row = start_row
             self.stats.produced = start_row
+            if self.metrics is not None:  # pace and pause show before the first block goes out
+                self.metrics.observe(self.stats)
             while row < len(log.ts) and not stop.is_set():
                 if not self._resume.is_set():
                     while not self._resume.wait(0.2) and not stop.is_set():

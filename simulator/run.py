@@ -5,12 +5,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import pandas as pd
 
 from learner.checkpoint import CheckpointStore
 from learner.engine import Engine, StrategyResult
-from learner.metrics import LearnerMetrics, serve
+from learner.exposition import RunLabels, bus_kind
+from learner.metrics import LearnerMetrics, MetricsPortInUse, serve
 from learner.results import PeriodsCsv, summary_markdown
 from learner.stream import StreamLearner, find_manifest
 from replay_data.prepared import PreparedLog
@@ -18,13 +20,16 @@ from simulator.bus import Bus, open_bus
 from simulator.config import RunConfig
 from simulator.control import LearnerCommands, ProducerCommands
 from simulator.control_topic import ControlTopicListener
-from simulator.http_api import learner_routes, load_token, producer_routes, start_api
+from simulator.http_api import ControlPortInUse, learner_routes, load_token, producer_routes, start_api
 from simulator.metrics import ProducerMetrics
+from simulator.ports import PortPlan, plan_port
 from simulator.producer import ReplayProducer, ReplaySettings
 from simulator.report import write_report
 from simulator.rundir import RunDir
+from simulator.targets import write_target
 
 Report = Callable[[str], None]
+T = TypeVar("T")
 
 
 def prepared_periods(log: PreparedLog) -> Iterable[tuple[int, pd.DataFrame]]:
@@ -40,6 +45,10 @@ def connect(cfg: RunConfig) -> Bus:
 
         return KafkaBus(cfg.bus.url[len("kafka://"):], connect_timeout_s=cfg.bus.connect_timeout_s)
     return open_bus(cfg.bus.url)
+
+
+def run_labels(cfg: RunConfig, run_id: str, preset: str) -> RunLabels:
+    return RunLabels(run_id, preset, bus_kind(cfg.bus.url))
 
 
 def replay_settings(cfg: RunConfig, preset: str) -> ReplaySettings:
@@ -59,13 +68,27 @@ class Endpoints:
         self._closers: list[Callable[[], None]] = []
         self.report = report
 
-    def metrics(self, side: str, registry, host: str, port: int, option: str) -> None:
-        server, bound = serve(registry, host, port, option=option)
+    def metrics(self, side: str, registry, cfg: RunConfig, key: str, option: str) -> None:
+        host = cfg.serve.host
+        server, bound = self._bind(side, "metrics", plan_port(cfg.serve, key),
+                                   lambda port: serve(registry, host, port, option=option))
         self._add(side, "metrics", f"http://{host}:{bound}/metrics", lambda: (server.shutdown(), server.server_close()))
 
-    def control(self, side: str, routes, cfg: RunConfig, port: int, option: str) -> None:
-        api = start_api(routes, cfg.serve.host, port, load_token(cfg.serve.token_file), option=option)
+    def control(self, side: str, routes, cfg: RunConfig, key: str, option: str) -> None:
+        token = load_token(cfg.serve.token_file)
+        api = self._bind(side, "control", plan_port(cfg.serve, key),
+                         lambda port: start_api(routes, cfg.serve.host, port, token, option=option))
         self._add(side, "control", api.url, api.close)
+
+    def _bind(self, side: str, kind: str, plan: PortPlan, start: Callable[[int], T]) -> T:
+        """start(port); a default port that is taken (another run) gives way to a free one."""
+        try:
+            return start(plan.port)
+        except (MetricsPortInUse, ControlPortInUse):
+            if not plan.fallback:
+                raise
+            self.report(f"{side} {kind}: default port {plan.port} is taken (another run?); using a free port")
+            return start(0)
 
     def listen(self, listener: ControlTopicListener) -> None:
         """A control-topic listener, joined on close (its stop event is set by the run)."""
@@ -79,6 +102,17 @@ class Endpoints:
 
     def write(self, run_dir: RunDir) -> None:
         run_dir.write_endpoints(self.addresses)
+
+    def announce(self, run_id: str) -> None:
+        """Service-discovery files for the metrics served so far (simulator/targets.py),
+        removed on close; a target folder that cannot be written costs the discovery only."""
+        for side, kinds in self.addresses.items():
+            try:
+                path = write_target(run_id, side, kinds["metrics"])
+            except OSError as err:
+                self.report(f"{side} metrics: not announced for Prometheus discovery ({err})")
+                continue
+            self._closers.append(lambda path=path: path.unlink(missing_ok=True))
 
     def close(self) -> None:
         for close in reversed(self._closers):
@@ -138,11 +172,11 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
     bus = connect(cfg)
     endpoints = Endpoints(report)
     try:
-        producer_metrics, learner_metrics = ProducerMetrics(), LearnerMetrics()
-        endpoints.metrics("producer", producer_metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
+        run = run_labels(cfg, run_dir.run_id, cfg.preset)
+        producer_metrics, learner_metrics = ProducerMetrics(log.schedule.edges, run), LearnerMetrics(run)
+        endpoints.metrics("producer", producer_metrics.registry, cfg, "producer_metrics_port",
                           "--set serve.producer_metrics_port=PORT")
-        endpoints.metrics("learner", learner_metrics.registry, cfg.serve.host, cfg.serve.metrics_port,
-                          "--metrics-port")
+        endpoints.metrics("learner", learner_metrics.registry, cfg, "metrics_port", "--metrics-port")
         producer = ReplayProducer(bus, log, run_dir.run_id, replay_settings(cfg, cfg.preset), producer_metrics)
         manifest = producer.publish_manifest()
         stop = threading.Event()
@@ -189,9 +223,9 @@ def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print
     bus = connect(cfg)
     endpoints = Endpoints(report)
     try:
-        metrics = ProducerMetrics()
-        endpoints.metrics("producer", metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
-                          "--metrics-port")
+        metrics = ProducerMetrics(log.schedule.edges, run_labels(cfg, run_id, cfg.preset))
+        endpoints.metrics("producer", metrics.registry, cfg, "producer_metrics_port", "--metrics-port")
+        endpoints.announce(run_id)
         producer = ReplayProducer(bus, log, run_id, replay_settings(cfg, cfg.preset), metrics)
         manifest = producer.publish_manifest()
         stop = stop or threading.Event()
@@ -221,8 +255,8 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
         run_dir = RunDir(runs_root, manifest["run_id"]).create(cfg)
         report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
                f"run directory {run_dir.path}")
-        metrics = LearnerMetrics()
-        endpoints.metrics("learner", metrics.registry, cfg.serve.host, cfg.serve.metrics_port, "--metrics-port")
+        metrics = LearnerMetrics(run_labels(cfg, manifest["run_id"], manifest.get("preset", "")))
+        endpoints.metrics("learner", metrics.registry, cfg, "metrics_port", "--metrics-port")
         stop = stop or threading.Event()
         frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints, state)
         if keep_serving:
@@ -240,7 +274,7 @@ def _serve_producer(endpoints: Endpoints, bus: Bus, cfg: RunConfig, producer: Re
                     control_option: str = "--set serve.producer_control_port=PORT") -> None:
     """The producer's control API and control-topic listener; changes show in its metrics."""
     commands = ProducerCommands(producer, on_change=lambda event: metrics.observe(producer.stats))
-    endpoints.control("producer", producer_routes(commands), cfg, cfg.serve.producer_control_port, control_option)
+    endpoints.control("producer", producer_routes(commands), cfg, "producer_control_port", control_option)
     endpoints.listen(ControlTopicListener(bus, cfg.bus.prefix, "producer", producer.run_id, commands, stop))
 
 
@@ -264,9 +298,10 @@ def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Re
                             swapped=event["command"] == "serve")
 
     commands = LearnerCommands(engine, on_change=on_change)
-    endpoints.control("learner", learner_routes(commands), cfg, cfg.serve.control_port, "--control-port")
+    endpoints.control("learner", learner_routes(commands), cfg, "control_port", "--control-port")
     endpoints.listen(ControlTopicListener(bus, cfg.bus.prefix, "learner", manifest["run_id"], commands, stop))
     endpoints.write(run_dir)
+    endpoints.announce(manifest["run_id"])
     recorder = RunRecorder(cfg, run_dir, engine, report)
     deadletter = recorder.deadletter_file if cfg.bus.url == "memory" else None
     learner = StreamLearner(bus, engine, manifest, prefix=cfg.bus.prefix,

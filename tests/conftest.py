@@ -1,6 +1,7 @@
 """Shared fixtures. Integration fixtures (a real Kafka broker) live in their own modules."""
 from __future__ import annotations
-
+import os
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -8,6 +9,11 @@ from hypothesis import HealthCheck, settings
 from tests.ci import IN_CI
 
 pytest_plugins = ["tests.kafka_fixture"]
+
+# runs started by tests announce their metrics for Prometheus discovery (simulator/targets.py):
+# here, not in the user's folder, where a `rtsim monitor up` would scrape them. Set at import,
+# before test modules copy the environment for the processes they start.
+os.environ.setdefault("RTSIM_TARGETS_DIR", tempfile.mkdtemp(prefix="rtsim-test-targets-"))
 
 settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=25, deadline=None)

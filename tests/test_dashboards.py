@@ -46,7 +46,7 @@ RATE_FUNCTIONS = ("rate", "irate", "increase")
 
 # Values substituted for template variables before promtool parses a dashboard query.
 VARIABLE_VALUES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-                   "${datasource}": "prometheus", "$strategy": ".*", "$k": "20"}
+                   "${datasource}": "prometheus", "$strategy": ".*", "$k": "20", "$run": ".*"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -114,11 +114,11 @@ def exported() -> dict[str, set[str]]:
     from simulator.metrics import ProducerMetrics
 
     names: dict[str, set[str]] = {}
-    for owner in (LearnerMetrics(), ProducerMetrics()):
+    for owner in (LearnerMetrics(), ProducerMetrics([0, 3600])):
         for metric in vars(owner).values():
             if not isinstance(metric, MetricWrapperBase):
                 continue
-            labels = set(metric._labelnames)
+            labels = set(metric._labelnames) | {"run_id"}  # RunRegistry stamps every sample
             if metric._type == "counter":
                 names[metric._name + "_total"] = labels
             elif metric._type == "histogram":
@@ -127,6 +127,7 @@ def exported() -> dict[str, set[str]]:
                 names[metric._name + "_count"] = labels
             else:
                 names[metric._name] = labels
+    names["rtsim_run_info"] = {"run_id", "preset", "bus"}  # RunRegistry's own
     assert len(names) > 20
     return names
 
@@ -265,6 +266,17 @@ def test_template_variables(overview):
     k = variables["k"]
     assert k["type"] == "query"
     assert re.sub(r"\s", "", variable_query(k)) == "label_values(rtsim_next_period_ndcg,k)"
+
+    # several runs on one Prometheus: every query is scoped to the runs picked here
+    run = variables["run"]
+    assert run["type"] == "query" and run["multi"] is True and run["includeAll"] is True
+    assert re.sub(r"\s", "", variable_query(run)) == "label_values(rtsim_run_info,run_id)"
+
+
+def test_every_query_is_scoped_to_the_run_variable(dashboards):
+    for where, expr in all_queries(dashboards):
+        for name in metric_names(expr):
+            assert re.search(rf'{re.escape(name)}\{{run_id=~"\$run"', expr), f"{where}: {name} without run_id=~\"$run\" in {expr!r}"
 
 
 def test_label_values_name_exported_metrics_and_labels(dashboards, exported):

@@ -88,12 +88,13 @@ def test_metrics_by_hand():
     assert math.isclose(m.ndcg[5], (g0 + g45) / 4)
     assert math.isclose(m.ndcg[10], (g0 + g45 + g7) / 4)
     assert math.isclose(m.ndcg[20], (g0 + g45 + g7) / 4)
-    assert m.segment_ndcg == {"OU-OI": 1.0, "OU-NI": g45, "NU-OI": g7, "NU-NI": 0.0}
+    assert m.segment_ndcg[20] == {"OU-OI": 1.0, "OU-NI": g45, "NU-OI": g7, "NU-NI": 0.0}
+    assert m.segment_ndcg[5] == {"OU-OI": 1.0, "OU-NI": g45, "NU-OI": 0.0, "NU-NI": 0.0}
 
 
 def test_empty_segment_is_nan_not_zero():
     m = metrics_from_ranks(np.array([1.0]), (5,), np.array([False]), np.array([False]))
-    assert math.isnan(m.segment_ndcg["NU-NI"]) and m.segment_ndcg["OU-OI"] == 1 / math.log2(3)
+    assert math.isnan(m.segment_ndcg[5]["NU-NI"]) and m.segment_ndcg[5]["OU-OI"] == 1 / math.log2(3)
 
 
 def test_full_ranking_counts_every_eligible_item_by_brute_force():
