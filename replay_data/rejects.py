@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 
 class MalformedInputError(ValueError):
-    """Raised on the first malformed record when reading in strict mode."""
+    """Raised on the first malformed record in strict mode, and for an unreadable input file."""
 
 
 @dataclass

@@ -129,6 +129,45 @@ def test_prepare_errors_exit_2_with_one_line(tmp_path, env):
     assert not list((tmp_path / "cache").glob("*/manifest.json"))
 
 
+def _damaged_inputs(folder: Path) -> list[tuple[str, Path, str]]:
+    """(reader, file, what the error must say): the archives of issue #18 that ended in a traceback."""
+    import gzip
+    import io
+    import tarfile
+
+    lines = b"".join(b'{"review_id": "r%d", "user_id": "u%d", "business_id": "b%d", "stars": 5, '
+                     b'"date": "2015-01-0%d 10:00:00"}\n' % (i, i, i, 1 + i % 9) for i in range(2000))
+    whole = gzip.compress(lines)
+    truncated = folder / "truncated.json.gz"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    corrupt = folder / "corrupt.json.gz"
+    corrupt.write_bytes(whole[:20] + bytes(200) + whole[220:])
+    plain = folder / "plain.json.gz"
+    plain.write_bytes(lines)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        member = tarfile.TarInfo("one_week/20170101")
+        member.size = len(lines)
+        archive.addfile(member, io.BytesIO(lines))
+    tar = folder / "truncated.tar.gz"
+    tar.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return [("yelp", truncated, "EOFError"), ("yelp", corrupt, "error"), ("yelp", plain, "BadGzipFile"),
+            ("adressa", tar, "truncated or corrupt")]
+
+
+def test_damaged_archives_and_a_folder_as_config_end_in_one_line(tmp_path, env):
+    for reader, path, kind in _damaged_inputs(tmp_path):
+        done = rtsim("prepare", reader, "--input", path, "--data-dir", tmp_path / "cache", "--no-progress", env=env)
+        assert done.returncode == 2, (path, done.stderr)
+        assert done.stderr.startswith(f"rtsim: error: {path} is truncated or corrupt"), (path, done.stderr)
+        assert kind in done.stderr and "again" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not list((tmp_path / "cache").glob("*"))
+    done = rtsim("run", "--preset", "tiny", "--config", tmp_path, "--runs-dir", tmp_path / "runs", env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot read the config file {tmp_path}: Is a directory; give a YAML file" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_unwritable_run_directory_is_a_clear_error_and_a_nonzero_exit(tmp_path, env):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the runs folder should be")
