@@ -6,6 +6,7 @@ import errno
 import json
 import sys
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 
 from replay_data.presets import preset_names
@@ -37,6 +38,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input", metavar="PATH", help="a raw log; prepared and cached on first use")
     group.add_argument("--data-dir", metavar="DIR", help="cache of prepared logs (default ~/.cache/rtsim/prepared)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--allow-rejects", action="store_true",
+                       help="prepare even when over 20%% of the records are malformed or time outliers")
 
 
 def _add_bus_options(parser: argparse.ArgumentParser, speed: bool = True) -> None:
@@ -208,12 +211,26 @@ def _cmd_prepare(args) -> int:
     else:  # a reader name: the preset's schedule and phases, this reader
         args.overrides.insert(0, f"data.dataset={args.dataset}")
         cfg = _resolve(args, "movielens")
-    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args), force=args.force)
+    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args), force=args.force,
+                          allow_rejects=args.allow_rejects)
     manifest = log.manifest
     print(f"{'cached' if cached else 'prepared'}: {log.path}")
     print(json.dumps({"rejected": manifest["rejected"], "preprocess": manifest["preprocess"],
-                      "counts": manifest["counts"]}, indent=2))
+                      "counts": manifest["counts"], "schedule": _schedule_summary(manifest)}, indent=2))
     return 0
+
+
+def _schedule_summary(manifest: dict) -> dict:
+    """Where the schedule lies and which events were too far from the log's bulk to shape it."""
+    def day(ts: int) -> str:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    edges = manifest["schedule"]["edges"]
+    summary = {"periods": len(edges) - 1, "from": day(edges[0]), "to": day(edges[-1])}
+    if "bulk" in manifest:  # logs prepared before the rule have no bulk
+        span = manifest["bulk"]
+        summary.update(outlier_before=day(span["first"]), outlier_after=day(span["last"]), rule=span["rule"])
+    return summary
 
 
 def _cmd_datasets(args) -> int:
@@ -311,7 +328,7 @@ def _apply_resume(args) -> None:
 def _prepare(cfg, args):
     from replay_data.prepared import prepare
 
-    return prepare(cfg.data, args.data_dir, progress=_progress(args))
+    return prepare(cfg.data, args.data_dir, progress=_progress(args), allow_rejects=args.allow_rejects)
 
 
 def _say(line: str) -> None:

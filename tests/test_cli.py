@@ -186,3 +186,21 @@ def test_resume_without_a_checkpoint_says_to_start_afresh(tmp_path, env):
                  timeout=300)
     assert done.returncode == 2
     assert "no valid checkpoint" in done.stderr and "without --resume" in done.stderr
+
+
+def test_prepare_states_the_schedule_rule_and_refuses_a_mostly_rejected_input(tmp_path, env):
+    from tests.test_prepared import _adressa_file
+
+    source = tmp_path / "20170101"
+    _adressa_file(source, [0])
+    done = rtsim("prepare", "adressa", "--input", source, "--data-dir", tmp_path / "cache", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.partition("\n")[2])
+    assert report["schedule"]["from"] == "2016-12-31 23:00:00Z" and report["schedule"]["periods"] == 63
+    assert report["counts"]["time_outliers"] == 1 and "rank 1% to rank 99%" in report["schedule"]["rule"]
+    with source.open("a") as handle:
+        handle.write('{"id": "x", "userId": \n' * 1100)
+    args = ("prepare", "adressa", "--input", source, "--data-dir", tmp_path / "cache")
+    done = rtsim(*args, env=env)
+    assert done.returncode == 2 and "pass --allow-rejects" in done.stderr and done.stderr.count("\n") == 1
+    assert rtsim(*args, "--allow-rejects", env=env).returncode == 0
