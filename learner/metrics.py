@@ -53,6 +53,9 @@ METRIC_NAMES = (
 )
 
 
+METRICS_BACKLOG = 1024
+
+
 class MetricsPortInUse(OSError):
     """The metrics port is taken; the message names the port and the option to change it."""
 
@@ -65,6 +68,7 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *
     """
     try:
         server, _thread = start_http_server(port, host, registry)
+        server.socket.listen(METRICS_BACKLOG)  # the library's backlog of 5 resets a burst of scrapes
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise MetricsPortInUse(

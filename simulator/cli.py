@@ -273,7 +273,8 @@ def _cmd_run(args) -> int:
     print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
           f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
           f"log {log.path})", flush=True)
-    run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving, resume=bool(args.resume))
+    with run_dir.removed_if_refused():
+        run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving, resume=bool(args.resume))
     print()
     print(run_dir.summary_md.read_text())
     print(f"run directory: {run_dir.path}")

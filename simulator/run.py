@@ -18,7 +18,7 @@ from simulator.bus import Bus, open_bus
 from simulator.config import RunConfig
 from simulator.control import LearnerCommands, ProducerCommands
 from simulator.control_topic import ControlTopicListener
-from simulator.http_api import learner_routes, load_token, producer_routes, start_api
+from simulator.http_api import check_bind, learner_routes, load_token, producer_routes, start_api
 from simulator.metrics import ProducerMetrics
 from simulator.producer import ReplayProducer, ReplaySettings
 from simulator.report import write_report
@@ -52,9 +52,14 @@ def replay_settings(cfg: RunConfig, preset: str) -> ReplaySettings:
 
 
 class Endpoints:
-    """The servers a process runs (metrics exporters, control APIs) and their addresses."""
+    """The servers a process runs (metrics exporters, control APIs) and their addresses.
 
-    def __init__(self, report: Report) -> None:
+    The token check comes first: nothing may listen on an exposed address, not even the
+    metrics, when the control API is going to be refused."""
+
+    def __init__(self, report: Report, cfg: RunConfig) -> None:
+        self.token = load_token(cfg.serve.token_file)
+        check_bind(cfg.serve.host, self.token)
         self.addresses: dict[str, dict[str, str]] = {}
         self._closers: list[Callable[[], None]] = []
         self.report = report
@@ -64,7 +69,7 @@ class Endpoints:
         self._add(side, "metrics", f"http://{host}:{bound}/metrics", lambda: (server.shutdown(), server.server_close()))
 
     def control(self, side: str, routes, cfg: RunConfig, port: int, option: str) -> None:
-        api = start_api(routes, cfg.serve.host, port, load_token(cfg.serve.token_file), option=option)
+        api = start_api(routes, cfg.serve.host, port, self.token, option=option)
         self._add(side, "control", api.url, api.close)
 
     def listen(self, listener: ControlTopicListener) -> None:
@@ -135,8 +140,8 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
     to the checkpoint; on Kafka it continues from where the topic shows it stopped.
     """
     state = load_checkpoint(run_dir, report) if resume else None
+    endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
     bus = connect(cfg)
-    endpoints = Endpoints(report)
     try:
         producer_metrics, learner_metrics = ProducerMetrics(), LearnerMetrics()
         endpoints.metrics("producer", producer_metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
@@ -186,8 +191,8 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
 def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print,
            stop: threading.Event | None = None) -> dict:
     """The producer alone (`rtsim replay`)."""
+    endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
     bus = connect(cfg)
-    endpoints = Endpoints(report)
     try:
         metrics = ProducerMetrics()
         endpoints.metrics("producer", metrics.registry, cfg.serve.host, cfg.serve.producer_metrics_port,
@@ -213,8 +218,8 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
           resume: bool = False) -> pd.DataFrame:
     """The learner alone (`rtsim learn`): the run manifest comes from the bus, or from the
     checkpoint of runs_root/run_id when resuming."""
+    endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
     bus = connect(cfg)
-    endpoints = Endpoints(report)
     try:
         state = load_checkpoint(RunDir(runs_root, run_id), report) if resume else None
         manifest = state["manifest"] if state else find_manifest(bus, cfg.bus.prefix, run_id, wait_s, stop)
@@ -222,9 +227,10 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
         report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
                f"run directory {run_dir.path}")
         metrics = LearnerMetrics()
-        endpoints.metrics("learner", metrics.registry, cfg.serve.host, cfg.serve.metrics_port, "--metrics-port")
         stop = stop or threading.Event()
-        frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints, state)
+        with run_dir.removed_if_refused():
+            endpoints.metrics("learner", metrics.registry, cfg.serve.host, cfg.serve.metrics_port, "--metrics-port")
+            frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints, state)
         if keep_serving:
             hold(report)
         return frame

@@ -204,3 +204,11 @@ def test_prepare_states_the_schedule_rule_and_refuses_a_mostly_rejected_input(tm
     done = rtsim(*args, env=env)
     assert done.returncode == 2 and "pass --allow-rejects" in done.stderr and done.stderr.count("\n") == 1
     assert rtsim(*args, "--allow-rejects", env=env).returncode == 0
+
+
+def test_a_refused_run_leaves_no_run_directory(tmp_path, env):
+    env = {k: v for k, v in env.items() if k != "RTSIM_CONTROL_TOKEN"}
+    done = rtsim("run", "--preset", "tiny", "--host", "0.0.0.0", "--run-id", "refused", "--runs-dir",
+                 tmp_path / "runs", "--data-dir", tmp_path / "prepared", "--no-progress", env=env, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "without a token" in done.stderr, done.stderr
+    assert not (tmp_path / "runs" / "refused").exists()
