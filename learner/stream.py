@@ -118,9 +118,22 @@ class StreamLearner:
                         # committed only once the checkpoint holding these positions is durable
                         safe = self.windows.safe_positions(positions)
                         self._retry(lambda: consumer.commit(safe), "committing offsets")
+            if self.windows.finished:
+                self._drain(consumer)
         finally:
             consumer.close()
             self._producer.close()
+
+    def _drain(self, consumer, wait_s: float = 5.0) -> None:
+        """Read what the topic holds beyond the end, so that records sent after the
+        producer's end marker are counted and dead-lettered (after_end), not left unread."""
+        ends = self._retry(consumer.end_offsets, "reading end offsets")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(
+                consumer.positions().get(p, 0) < end for p, end in ends.items()):
+            for message in consumer.poll(0.2):
+                self._ingest(message)
+        self._observe_ingest()
 
     @staticmethod
     def _retry(action: Callable[[], object], what: str, deadline_s: float = RETRY_DEADLINE_S):
@@ -198,6 +211,8 @@ class StreamLearner:
             if decoded is None:
                 self.stats.rejected["duplicate"] += 1  # a resumed producer sent it again
                 return
+            if decoded.kind == wire.EVENTS and self.windows.ended[message.partition]:
+                raise wire.DecodeError("after_end", "events after the producer's end marker on this partition")
         except wire.DecodeError as err:
             self.stats.rejected[err.reason] += 1
             log.warning("rejected record %s/%d@%d: %s", message.topic, message.partition, message.offset, err)

@@ -206,6 +206,26 @@ def test_forged_row_headers_never_drop_a_genuine_record(kafka_bootstrap, tiny_lo
     bus.close()
 
 
+def test_events_after_the_end_marker_are_counted_and_dead_lettered(tiny_log, direct_periods):
+    """Issue #18: records after the producer's end marker were ignored without a count."""
+    cfg = resolve("tiny")
+    bus, settings = MemoryBus(), replay_settings(cfg, "tiny")
+    producer = ReplayProducer(bus, tiny_log, "after-end", settings)
+    manifest = producer.publish_manifest()
+    producer.run()
+    stray = bus.producer()
+    value, headers = _forged("7", ts=int(tiny_log.ts[-1]))  # inside the last period
+    stray.send(producer.topic, value, partition=0, headers=headers)
+    stray.close()
+    letters: list[dict] = []
+    learner = StreamLearner(bus, Engine(cfg.learner, manifest["phases"]), manifest, prefix=settings.prefix,
+                            deadletter=letters.append)
+    learner.run()
+    _same(direct_periods, _deterministic(pd.DataFrame(learner.rows)))
+    assert dict(learner.stats.rejected) == {"after_end": 1}
+    assert [d["reason"] for d in letters] == ["after_end"]
+
+
 def test_unreachable_broker_fails_fast_with_a_clear_error(tmp_path):
     port = free_port()
     result = subprocess.run([sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--bus",
