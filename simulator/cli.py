@@ -270,6 +270,8 @@ def _cmd_run(args) -> int:
     cfg = _resolve(args)
     log, cached = _prepare(cfg, args)
     run_dir = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset)).create(cfg)
+    if args.data_dir:
+        run_dir.data_dir_file.write_text(str(Path(args.data_dir).resolve()))
     print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
           f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
           f"log {log.path})", flush=True)
@@ -324,6 +326,11 @@ def _apply_resume(args) -> None:
                                 "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
     args.run_id, args.runs_dir = run_dir.name, str(run_dir.parent)
     args.config = args.config or str(run_dir / "config.yaml")
+    from simulator.rundir import RunDir
+
+    recorded = RunDir(args.runs_dir, args.run_id).data_dir_file
+    if getattr(args, "data_dir", "") is None and recorded.exists():  # `learn` has no --data-dir
+        args.data_dir = recorded.read_text()
 
 
 def _prepare(cfg, args):

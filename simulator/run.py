@@ -5,6 +5,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import pandas as pd
 
@@ -14,7 +15,7 @@ from learner.metrics import LearnerMetrics, serve
 from learner.results import PeriodsCsv, summary_markdown
 from learner.stream import StreamLearner, find_manifest
 from replay_data.prepared import PreparedLog
-from simulator.bus import Bus, open_bus
+from simulator.bus import Bus, open_bus, wire
 from simulator.config import RunConfig
 from simulator.control import LearnerCommands, ProducerCommands
 from simulator.control_topic import ControlTopicListener
@@ -223,6 +224,9 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
     try:
         state = load_checkpoint(RunDir(runs_root, run_id), report) if resume else None
         manifest = state["manifest"] if state else find_manifest(bus, cfg.bus.prefix, run_id, wait_s, stop)
+        # the resolved config records the topic the learner reads, not the preset's default
+        topic_partitions = bus.partitions(wire.events_topic(cfg.bus.prefix, manifest["run_id"]))
+        cfg = replace(cfg, replay=replace(cfg.replay, partitions=topic_partitions))
         run_dir = RunDir(runs_root, manifest["run_id"]).create(cfg)
         report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
                f"run directory {run_dir.path}")

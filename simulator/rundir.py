@@ -41,9 +41,14 @@ class RunDir:
         try:
             yield self
         except Exception:
-            if self.fresh and {p.name for p in self.path.iterdir()} <= {"config.yaml"}:
+            if self.fresh and {p.name for p in self.path.iterdir()} <= {"config.yaml", self.data_dir_file.name}:
                 shutil.rmtree(self.path)
             raise
+
+    @property
+    def data_dir_file(self) -> Path:
+        """The --data-dir the run prepared its log in, so that --resume finds the same log."""
+        return self.path / "data_dir"
 
     @property
     def periods_csv(self) -> Path:

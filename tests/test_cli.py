@@ -212,3 +212,15 @@ def test_a_refused_run_leaves_no_run_directory(tmp_path, env):
                  tmp_path / "runs", "--data-dir", tmp_path / "prepared", "--no-progress", env=env, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "without a token" in done.stderr, done.stderr
     assert not (tmp_path / "runs" / "refused").exists()
+
+
+def test_resume_finds_the_log_in_the_data_dir_the_run_used(tmp_path, env):
+    """Issue #18: `run --resume` forgot --data-dir and prepared the log again elsewhere."""
+    runs, data_dir = tmp_path / "runs", tmp_path / "prepared"
+    done = rtsim("run", "--preset", "tiny", "--run-id", "r", "--runs-dir", runs, "--data-dir", data_dir,
+                 "--no-progress", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    again = rtsim("run", "--resume", runs / "r", "--no-progress", env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"cached log {data_dir.resolve()}" in again.stdout
+    assert not (tmp_path / "xdg-cache" / "rtsim").exists()

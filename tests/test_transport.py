@@ -87,13 +87,16 @@ def test_two_processes_equal_the_embedded_run(tmp_path, direct_periods, kafka_bo
                                 "--runs-dir", str(tmp_path / "runs"), "--wait", "120", *common],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     replay = subprocess.run([sys.executable, "-m", "simulator.cli", "replay", "--preset", "tiny",
-                             "--data-dir", str(tmp_path / "prepared"), "--no-progress", *common],
+                             "--data-dir", str(tmp_path / "prepared"), "--no-progress", *common,
+                             "--set", "replay.partitions=4"],
                             capture_output=True, text=True, timeout=300)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     out, _ = learner.communicate(timeout=300)
     assert learner.returncode == 0, out
     assert not (tmp_path / "learner-cache" / "rtsim" / "prepared").exists()
     _same(_deterministic(pd.read_csv(tmp_path / "runs" / "two" / "periods.csv")), direct_periods)
+    # the learner's resolved config names the topic's 4 partitions, not the preset's 3 (issue #18)
+    assert "partitions: 4" in (tmp_path / "runs" / "two" / "config.yaml").read_text()
 
 
 def _produce_and_learn(bus, log, cfg, run_id, inject=None):
