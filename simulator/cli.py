@@ -355,9 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno != errno.EADDRINUSE:  # a port taken: the message names it and the option
+        if err.errno == errno.EADDRINUSE:  # a port taken: the message names it and the option
+            print(f"rtsim: error: {err}", file=sys.stderr)
+        elif err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            print(f"rtsim: error: cannot write {err.filename or 'a file'}: {err.strerror}; free disk space "
+                  "or choose another --runs-dir / --data-dir", file=sys.stderr)
+        else:
             raise
-        print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rtsim: interrupted", file=sys.stderr)

@@ -224,3 +224,17 @@ def test_resume_finds_the_log_in_the_data_dir_the_run_used(tmp_path, env):
     assert again.returncode == 0, again.stderr
     assert f"cached log {data_dir.resolve()}" in again.stdout
     assert not (tmp_path / "xdg-cache" / "rtsim").exists()
+
+
+def test_a_full_disk_outside_the_checkpoints_is_one_line_too(monkeypatch, capsys):
+    import errno
+
+    from simulator import cli
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/periods.csv")
+
+    monkeypatch.setattr(cli, "_cmd_datasets", disk_full)
+    assert cli.main(["datasets"]) == 2
+    assert capsys.readouterr().err == ("rtsim: error: cannot write runs/x/periods.csv: No space left on device; "
+                                       "free disk space or choose another --runs-dir / --data-dir\n")
