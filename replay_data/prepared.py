@@ -236,10 +236,14 @@ def _write(target: Path, ts, user_codes, item_codes, user_ids, item_ids, manifes
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    pq.write_table(pa.table({"ts": ts, "user": user_codes.astype(np.int32), "item": item_codes.astype(np.int32)}),
-                   tmp / "events.parquet")
-    pq.write_table(pa.table({"id": pa.array(list(map(str, user_ids)), pa.string())}), tmp / "users.parquet")
-    pq.write_table(pa.table({"id": pa.array(list(map(str, item_ids)), pa.string())}), tmp / "items.parquet")
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    try:
+        pq.write_table(pa.table({"ts": ts, "user": user_codes.astype(np.int32), "item": item_codes.astype(np.int32)}),
+                       tmp / "events.parquet")
+        pq.write_table(pa.table({"id": pa.array(list(map(str, user_ids)), pa.string())}), tmp / "users.parquet")
+        pq.write_table(pa.table({"id": pa.array(list(map(str, item_ids)), pa.string())}), tmp / "items.parquet")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk keeps no half-written log
+        raise
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -322,3 +322,20 @@ def test_a_mostly_rejected_input_fails_unless_rejects_are_allowed(tmp_path):
     assert not list((tmp_path / "cache").glob("*/manifest.json"))
     log, _ = prepare(cfg.data, cache_root=tmp_path / "cache", progress=False, allow_rejects=True)
     assert log.manifest["counts"]["events"] == 4001
+
+
+def test_a_write_that_fails_leaves_no_half_prepared_log(ratings, tmp_path, monkeypatch):
+    import errno
+
+    import replay_data.prepared as prepared_module
+
+    path, _ = ratings
+    cfg = resolve("movielens", input_path=str(path))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepared_module.pq, "write_table", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        prepare(cfg.data, cache_root=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
