@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from learner.checkpoint import CheckpointStore
+from learner.checkpoint import CheckpointError, CheckpointStore
 from learner.dedup import RowLedger
 from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics, period_wall_seconds
@@ -192,6 +192,9 @@ class StreamLearner:
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint: re-read from its safe positions; records before its
         read positions only re-fill the open periods (their other effects already count)."""
+        if "rows_ingested" not in state:  # written before the ledger: re-sent records would count twice
+            raise CheckpointError("the checkpoint was written by an older rtsim that kept no record digests; "
+                                  "start the run afresh without --resume")
         self.engine.load_state_dict(state["engine"])
         self.windows.load_state_dict(state["windows"])
         self.stats.rejected = Counter(state["rejected"])

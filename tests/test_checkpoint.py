@@ -102,3 +102,15 @@ def _roundtrip(state):
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_a_checkpoint_without_record_digests_is_refused_with_what_to_do(tiny):
+    from learner.stream import StreamLearner
+    from simulator.bus.memory import MemoryBus
+
+    cfg, phases, _ = tiny
+    bus = MemoryBus()
+    bus.create_topic("rtsim.events.old", 3)
+    learner = StreamLearner(bus, Engine(cfg.learner, phases), {"run_id": "old", "schedule": [0, 1], "n_events": 1})
+    with pytest.raises(CheckpointError, match="older rtsim.*without --resume"):
+        learner.restore({"rows_seen": {0: 5}})
