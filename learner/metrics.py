@@ -68,7 +68,7 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *
     """
     try:
         server, _thread = start_http_server(port, host, registry)
-        server.socket.listen(METRICS_BACKLOG)  # the library's backlog of 5 resets a burst of scrapes
+        server.socket.listen(METRICS_BACKLOG)  # with the library's 5, a burst of scrapes timed out
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise MetricsPortInUse(

@@ -36,7 +36,7 @@ MAX_BODY_BYTES = 64 * 1024
 # An unread body (refused request) is discarded up to this much before closing; a client
 # sending more gets a connection reset instead of the answer.
 _DRAIN_BYTES = 1024 * 1024
-BACKLOG = 1024  # pending connections; the stdlib's 5 reset most of a 200-request burst
+BACKLOG = 1024  # pending connections; with the stdlib's 5, clients of a burst were reset or timed out
 
 
 class ApiConfigError(ValueError):
