@@ -25,11 +25,15 @@ class CheckpointError(RuntimeError):
 def _write_atomic(path: Path, write: Callable[[BinaryIO], T]) -> T:
     """Write through a temporary file, fsync, rename; returns what `write` returned."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        result = write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            result = write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not stay full of our half-written file
+        raise
     return result
 
 
@@ -40,10 +44,15 @@ class _HashingWriter:
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
         self.sha256 = hashlib.sha256()
+        self.error: OSError | None = None  # torch.save hides it behind a RuntimeError
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
 
     def flush(self) -> None:
         self.handle.flush()
@@ -80,7 +89,12 @@ class CheckpointStore:
         path = self.directory / self._name(period)
         def save_hashed(handle: BinaryIO) -> str:
             writer = _HashingWriter(handle)
-            torch.save(state, writer)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
             return writer.sha256.hexdigest()
 
         try:

@@ -61,6 +61,9 @@ METRIC_NAMES = (
 _METRIC_COLUMN = re.compile(r"(ndcg|recall)@(\d+)(?:\[([A-Z]{2}-[A-Z]{2})\])?")
 
 
+METRICS_BACKLOG = 1024
+
+
 class MetricsPortInUse(OSError):
     """The metrics port is taken; the message names the port and the option to change it."""
 
@@ -73,6 +76,7 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *
     """
     try:
         server, _thread = start_http_server(port, host, registry)
+        server.socket.listen(METRICS_BACKLOG)  # with the library's 5, a burst of scrapes timed out
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise MetricsPortInUse(

@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from learner.checkpoint import CheckpointStore
+from learner.checkpoint import CheckpointError, CheckpointStore
+from learner.dedup import RowLedger
 from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics
 from learner.results import as_row
@@ -84,7 +85,8 @@ class StreamLearner:
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
         self.rows: list[dict] = []  # every result row so far, kept in checkpoints
-        self._rows_seen: dict[int, int] = {}  # per partition: the newest producer row ingested
+        self._ledger = RowLedger(int(manifest["n_events"]))  # drops what a resumed producer re-sends
+        self._reread_ledger = RowLedger(self._ledger.n_events)  # after a resume: refill each record once
         self._replay_until: dict[int, int] = {}  # per partition: offsets read before a resume
         self._seek_to: dict[int, int] | None = None
         self._refilling: dict[int, int] = {}  # per partition: re-read up to here before closing a period
@@ -112,9 +114,22 @@ class StreamLearner:
                         # committed only once the checkpoint holding these positions is durable
                         safe = self.windows.safe_positions(positions)
                         self._retry(lambda: consumer.commit(safe), "committing offsets")
+            if self.windows.finished:
+                self._drain(consumer)
         finally:
             consumer.close()
             self._producer.close()
+
+    def _drain(self, consumer, wait_s: float = 5.0) -> None:
+        """Read what the topic holds beyond the end, so that records sent after the
+        producer's end marker are counted and dead-lettered (after_end), not left unread."""
+        ends = self._retry(consumer.end_offsets, "reading end offsets")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(
+                consumer.positions().get(p, 0) < end for p, end in ends.items()):
+            for message in consumer.poll(0.2):
+                self._ingest(message)
+        self._observe_ingest()
 
     @staticmethod
     def _retry(action: Callable[[], object], what: str, deadline_s: float = RETRY_DEADLINE_S):
@@ -161,18 +176,21 @@ class StreamLearner:
             "rows": list(self.rows),
             "positions": dict(positions),  # everything before these was read
             "safe_positions": self.windows.safe_positions(positions),  # where reading resumes
-            "rows_seen": dict(self._rows_seen),
+            "rows_ingested": self._ledger.state_dict(),
             "closed_at": time.time(),  # when period t closed, for the metrics of a resumed run
         })
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint: re-read from its safe positions; records before its
         read positions only re-fill the open periods (their other effects already count)."""
+        if "rows_ingested" not in state:  # written before the ledger: re-sent records would count twice
+            raise CheckpointError("the checkpoint was written by an older rtsim that kept no record digests; "
+                                  "start the run afresh without --resume")
         self.engine.load_state_dict(state["engine"])
         self.windows.load_state_dict(state["windows"])
         self.stats.rejected = Counter(state["rejected"])
         self.rows = list(state["rows"])
-        self._rows_seen = dict(state["rows_seen"])
+        self._ledger.load_state_dict(state["rows_ingested"])
         self._replay_until = dict(state["positions"])
         self._seek_to = dict(state["safe_positions"])
         self._refilling = {p: end for p, end in self._replay_until.items() if self._seek_to.get(p, end) < end}
@@ -188,11 +206,12 @@ class StreamLearner:
             return
         self.stats.records += 1
         try:
-            decoded = wire.decode(message.headers, message.value)
-            row = self._producer_row(message)
-            if row is not None and row <= self._rows_seen.get(message.partition, -1):
+            decoded = self._decode(message, self._ledger)
+            if decoded is None:
                 self.stats.rejected["duplicate"] += 1  # a resumed producer sent it again
                 return
+            if decoded.kind == wire.EVENTS and self.windows.ended[message.partition]:
+                raise wire.DecodeError("after_end", "events after the producer's end marker on this partition")
         except wire.DecodeError as err:
             self.stats.rejected[err.reason] += 1
             log.warning("rejected record %s/%d@%d: %s", message.topic, message.partition, message.offset, err)
@@ -200,25 +219,23 @@ class StreamLearner:
                               "partition": message.partition, "offset": message.offset,
                               "raw_base64": base64.b64encode(message.value).decode()})
             return
-        if row is not None:
-            self._rows_seen[message.partition] = row
         self._apply(message, decoded, self.windows.add)
 
     @staticmethod
-    def _producer_row(message: Message) -> int | None:
-        raw = message.headers.get(wire.ROW_HEADER)
-        if raw is None:
+    def _decode(message: Message, ledger: RowLedger) -> wire.Decoded | None:
+        """The record decoded, or None when `ledger` has seen it; DecodeError if it is bad."""
+        decoded = wire.decode(message.headers, message.value)
+        if decoded.kind == wire.EVENTS and not ledger.first_time(message, len(decoded.ts)):
             return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise wire.DecodeError("bad_header", f"{wire.ROW_HEADER}={raw!r:.50} is not a row number") from None
+        return decoded
 
     def _reread(self, message: Message) -> None:
         try:
-            decoded = wire.decode(message.headers, message.value)
+            decoded = self._decode(message, self._reread_ledger)
         except wire.DecodeError:
             return  # counted and dead-lettered before the checkpoint
+        if decoded is None:
+            return  # a re-sent copy, counted before the checkpoint
         self._apply(message, decoded, self.windows.refill)
 
     def _apply(self, message: Message, decoded: wire.Decoded, add_events: Callable[..., None]) -> None:

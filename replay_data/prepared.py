@@ -25,7 +25,7 @@ from replay_data import readers, synthetic
 from replay_data.preprocess import apply_steps
 from replay_data.presets import DataConfig, default_phases
 from replay_data.rejects import Rejects
-from replay_data.schedules import Schedule, build_schedule, empty_periods, period_counts
+from replay_data.schedules import BULK_RULE, Schedule, build_schedule, bulk, empty_periods, period_counts
 from replay_data.typed_config import ConfigError, to_dict
 
 FORMAT = 1
@@ -79,9 +79,15 @@ def cache_key(data: DataConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+MAX_REJECTED = 0.2  # above this share of bad records, the input is more likely wrong than dirty
+
+
 def prepare(data: DataConfig, cache_root: Path | None = None, *, progress: bool = True,
-            force: bool = False) -> tuple[PreparedLog, bool]:
-    """Prepare (or find in the cache) the log `data` describes; returns (log, was_cached)."""
+            force: bool = False, allow_rejects: bool = False) -> tuple[PreparedLog, bool]:
+    """Prepare (or find in the cache) the log `data` describes; returns (log, was_cached).
+
+    Fails when over MAX_REJECTED of the records are malformed or time outliers, unless
+    `allow_rejects`."""
     root = Path(cache_root or default_cache_root())
     target = root / f"{data.dataset}-{cache_key(data)}"
     if (target / "manifest.json").exists() and not force:
@@ -95,6 +101,10 @@ def prepare(data: DataConfig, cache_root: Path | None = None, *, progress: bool 
     if len(frame) == 0:
         raise ConfigError(f"no events left from {data.input or data.dataset} after reading and preprocessing; "
                           f"rejected: {rejects.as_dict()['counts']}, steps: {steps}")
+    n_sorted = len(frame)
+    frame, span = _drop_time_outliers(frame, rejects)
+    counts["time_outliers"] = n_sorted - len(frame)
+    _check_rejected(rejects, counts["read"] - counts["time_outliers"], allow_rejects)
     schedule = _schedule(data, frame["ts"].to_numpy(np.int64))
     inside = (frame["ts"] >= schedule.edges[0]) & (frame["ts"] < schedule.edges[-1])
     counts["outside_schedule"] = int((~inside).sum())
@@ -115,6 +125,7 @@ def prepare(data: DataConfig, cache_root: Path | None = None, *, progress: bool 
         "preprocess": steps,
         "counts": counts,
         "schedule": schedule.to_dict(),
+        "bulk": {"first": span[0], "last": span[1], "rule": BULK_RULE},
         "phases": phases.labels(),
         "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "prepare_seconds": round(time.time() - started, 2),
@@ -168,6 +179,25 @@ def _read(data: DataConfig, rejects: Rejects, progress: bool) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _drop_time_outliers(frame: pd.DataFrame, rejects: Rejects) -> tuple[pd.DataFrame, tuple[int, int]]:
+    """Events far from the bulk of the log (schedules.BULK_RULE) are rejected as time_outlier."""
+    ts = frame["ts"].to_numpy(np.int64)
+    first, last = bulk(ts)
+    normal = (ts >= first) & (ts <= last)
+    for t in ts[~normal]:
+        rejects.reject("time_outlier", f"ts {t}", f"outside {first}..{last}, the bulk of the log widened by its length")
+    return frame[normal].reset_index(drop=True), (first, last)
+
+
+def _check_rejected(rejects: Rejects, kept: int, allow_rejects: bool) -> None:
+    bad = rejects.malformed
+    if allow_rejects or bad <= MAX_REJECTED * (kept + bad):
+        return
+    raise ConfigError(f"{bad:,} of {kept + bad:,} records were rejected ({dict(rejects.counts)}; e.g. "
+                      f"{'; '.join(rejects.examples[:2])}): check the input, or pass --allow-rejects "
+                      f"to prepare it anyway")
+
+
 def _schedule(data: DataConfig, ts: np.ndarray) -> Schedule:
     schedule = build_schedule(data.schedule.kind, ts, **data.schedule.params)
     # phases without periods fix T too: every period needs exactly one phase label
@@ -206,10 +236,14 @@ def _write(target: Path, ts, user_codes, item_codes, user_ids, item_ids, manifes
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    pq.write_table(pa.table({"ts": ts, "user": user_codes.astype(np.int32), "item": item_codes.astype(np.int32)}),
-                   tmp / "events.parquet")
-    pq.write_table(pa.table({"id": pa.array(list(map(str, user_ids)), pa.string())}), tmp / "users.parquet")
-    pq.write_table(pa.table({"id": pa.array(list(map(str, item_ids)), pa.string())}), tmp / "items.parquet")
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    try:
+        pq.write_table(pa.table({"ts": ts, "user": user_codes.astype(np.int32), "item": item_codes.astype(np.int32)}),
+                       tmp / "events.parquet")
+        pq.write_table(pa.table({"id": pa.array(list(map(str, user_ids)), pa.string())}), tmp / "users.parquet")
+        pq.write_table(pa.table({"id": pa.array(list(map(str, item_ids)), pa.string())}), tmp / "items.parquet")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk keeps no half-written log
+        raise
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -83,6 +83,9 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:  # a folder, unreadable, binary
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(f"cannot read the config file {path}: {reason}; give a YAML file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 
 class MalformedInputError(ValueError):
-    """Raised on the first malformed record when reading in strict mode."""
+    """Raised on the first malformed record in strict mode, and for an unreadable input file."""
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Rejects:
     keep_examples: int = 5
     counts: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    on_purpose: set[str] = field(default_factory=set)  # reasons counted by drop()
 
     def reject(self, reason: str, where: str, detail: str = "") -> None:
         message = f"{where}: {reason}" + (f" ({detail})" if detail else "")
@@ -34,10 +35,16 @@ class Rejects:
         """Count records dropped on purpose (e.g. front-page views); never fatal."""
         if n:
             self.counts[reason] += n
+            self.on_purpose.add(reason)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def malformed(self) -> int:
+        """Records rejected as bad, not dropped on purpose."""
+        return sum(n for reason, n in self.counts.items() if reason not in self.on_purpose)
 
     def as_dict(self) -> dict:
         return {"counts": dict(sorted(self.counts.items())), "examples": list(self.examples)}

@@ -174,6 +174,25 @@ def fixed(ts: np.ndarray, *, duration_s: int, start: int | None = None) -> np.nd
     return origin + duration * np.arange(n + 1, dtype=np.int64)
 
 
+BULK_TRIM = 0.01  # the bulk of a log: its event times from rank 1% to rank 99%
+MIN_MARGIN_S = 86_400
+BULK_RULE = ("the bulk is the event times from rank 1% to rank 99%; events more than the bulk's "
+             "own length (at least a day) before or after it are time outliers")
+
+
+def bulk(ts_sorted: np.ndarray) -> tuple[int, int]:
+    """The [first, last] time an event may have without being a time outlier (BULK_RULE).
+
+    Schedules are built on the events inside, so one stray record dated 1970 or 9999 can
+    neither move a schedule's start nor stretch its last period."""
+    ts = _as_ts(ts_sorted)
+    n = ts.size
+    k = min(int(np.ceil(BULK_TRIM * n)), (n - 1) // 2)
+    lo, hi = int(ts[k]), int(ts[n - 1 - k])
+    margin = max(hi - lo, MIN_MARGIN_S)
+    return lo - margin, hi + margin
+
+
 def period_index(ts: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Period of each timestamp, -1 outside [edges[0], edges[-1])."""
     edges = np.asarray(edges, dtype=np.int64)

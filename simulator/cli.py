@@ -6,6 +6,7 @@ import errno
 import json
 import sys
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 
 from replay_data.presets import preset_names
@@ -37,6 +38,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input", metavar="PATH", help="a raw log; prepared and cached on first use")
     group.add_argument("--data-dir", metavar="DIR", help="cache of prepared logs (default ~/.cache/rtsim/prepared)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--allow-rejects", action="store_true",
+                       help="prepare even when over 20%% of the records are malformed or time outliers")
 
 
 def _add_bus_options(parser: argparse.ArgumentParser, speed: bool = True) -> None:
@@ -210,12 +213,26 @@ def _cmd_prepare(args) -> int:
     else:  # a reader name: the preset's schedule and phases, this reader
         args.overrides.insert(0, f"data.dataset={args.dataset}")
         cfg = _resolve(args, "movielens")
-    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args), force=args.force)
+    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args), force=args.force,
+                          allow_rejects=args.allow_rejects)
     manifest = log.manifest
     print(f"{'cached' if cached else 'prepared'}: {log.path}")
     print(json.dumps({"rejected": manifest["rejected"], "preprocess": manifest["preprocess"],
-                      "counts": manifest["counts"]}, indent=2))
+                      "counts": manifest["counts"], "schedule": _schedule_summary(manifest)}, indent=2))
     return 0
+
+
+def _schedule_summary(manifest: dict) -> dict:
+    """Where the schedule lies and which events were too far from the log's bulk to shape it."""
+    def day(ts: int) -> str:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    edges = manifest["schedule"]["edges"]
+    summary = {"periods": len(edges) - 1, "from": day(edges[0]), "to": day(edges[-1])}
+    if "bulk" in manifest:  # logs prepared before the rule have no bulk
+        span = manifest["bulk"]
+        summary.update(outlier_before=day(span["first"]), outlier_after=day(span["last"]), rule=span["rule"])
+    return summary
 
 
 def _cmd_datasets(args) -> int:
@@ -255,10 +272,13 @@ def _cmd_run(args) -> int:
     cfg = _resolve(args)
     log, cached = _prepare(cfg, args)
     run_dir = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset)).create(cfg)
+    if args.data_dir:
+        run_dir.data_dir_file.write_text(str(Path(args.data_dir).resolve()))
     print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
           f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
           f"log {log.path})", flush=True)
-    run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving, resume=bool(args.resume))
+    with run_dir.removed_if_refused():
+        run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving, resume=bool(args.resume))
     print()
     print(run_dir.summary_md.read_text())
     print(f"run directory: {run_dir.path}")
@@ -308,12 +328,17 @@ def _apply_resume(args) -> None:
                                 "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
     args.run_id, args.runs_dir = run_dir.name, str(run_dir.parent)
     args.config = args.config or str(run_dir / "config.yaml")
+    from simulator.rundir import RunDir
+
+    recorded = RunDir(args.runs_dir, args.run_id).data_dir_file
+    if getattr(args, "data_dir", "") is None and recorded.exists():  # `learn` has no --data-dir
+        args.data_dir = recorded.read_text()
 
 
 def _prepare(cfg, args):
     from replay_data.prepared import prepare
 
-    return prepare(cfg.data, args.data_dir, progress=_progress(args))
+    return prepare(cfg.data, args.data_dir, progress=_progress(args), allow_rejects=args.allow_rejects)
 
 
 def _say(line: str) -> None:
@@ -332,9 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno != errno.EADDRINUSE:  # a port taken: the message names it and the option
+        if err.errno == errno.EADDRINUSE:  # a port taken: the message names it and the option
+            print(f"rtsim: error: {err}", file=sys.stderr)
+        elif err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            print(f"rtsim: error: cannot write {err.filename or 'a file'}: {err.strerror}; free disk space "
+                  "or choose another --runs-dir / --data-dir", file=sys.stderr)
+        else:
             raise
-        print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rtsim: interrupted", file=sys.stderr)

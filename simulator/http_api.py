@@ -4,8 +4,10 @@ One server per process: the learner's routes (`learner_routes`) or the producer'
 (`producer_routes`), both mapped onto the command objects of simulator.control, so HTTP
 and the control topic accept and refuse exactly the same requests.
 
-Safety: it binds 127.0.0.1 unless told otherwise, and any other address needs a bearer
-token. Bodies are capped; every error is a JSON {"error": ...} and changes nothing.
+Safety: it binds 127.0.0.1 unless told otherwise; an address outside the loopback range
+(127.0.0.0/8, ::1, localhost) needs a bearer token. Bodies are capped; every error is a
+JSON {"error": ...} and changes nothing. The listen backlog holds a burst of BACKLOG
+connections, so a crowd of clients waits instead of being reset.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ MAX_BODY_BYTES = 64 * 1024
 # An unread body (refused request) is discarded up to this much before closing; a client
 # sending more gets a connection reset instead of the answer.
 _DRAIN_BYTES = 1024 * 1024
+BACKLOG = 1024  # pending connections; with the stdlib's 5, clients of a burst were reset or timed out
 
 
 class ApiConfigError(ValueError):
@@ -185,13 +188,9 @@ def start_api(routes: list[Route], host: str = "127.0.0.1", port: int = 0, token
     Any address but loopback needs `token`; with a token set, every request must carry
     `Authorization: Bearer <token>`. `option` is the setting named when the port is taken.
     """
-    if not token and not _is_loopback(host):
-        raise ApiConfigError(
-            f"the control API would listen on {host or 'every interface'} without a token: anyone who "
-            f"reaches it could swap strategies or stop the replay. Set ${TOKEN_ENV} (or a token file), "
-            "or bind 127.0.0.1")
+    check_bind(host, token)
     handler = type("Handler", (_Handler,), {"routes": tuple(routes), "token": token or None})
-    server_class = _Server6 if ":" in host else ThreadingHTTPServer
+    server_class = _Server6 if ":" in host else _Server
     try:
         server = server_class((host, port), handler)
     except OSError as err:
@@ -202,7 +201,20 @@ def start_api(routes: list[Route], host: str = "127.0.0.1", port: int = 0, token
     return ApiServer(server, host)
 
 
-class _Server6(ThreadingHTTPServer):
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a control API outside loopback without a token; callers check before anything listens."""
+    if not token and not _is_loopback(host):
+        raise ApiConfigError(
+            f"the control API would listen on {host or 'every interface'} without a token: anyone who "
+            f"reaches it could swap strategies or stop the replay. Set ${TOKEN_ENV} (or a token file), "
+            "or bind a loopback address (127.0.0.0/8, ::1, localhost)")
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = BACKLOG
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
 
 

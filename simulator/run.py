@@ -5,6 +5,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 import pandas as pd
@@ -16,11 +17,11 @@ from learner.metrics import LearnerMetrics, MetricsPortInUse, serve
 from learner.results import PeriodsCsv, summary_markdown
 from learner.stream import StreamLearner, find_manifest
 from replay_data.prepared import PreparedLog
-from simulator.bus import Bus, open_bus
+from simulator.bus import Bus, open_bus, wire
 from simulator.config import RunConfig
 from simulator.control import LearnerCommands, ProducerCommands
 from simulator.control_topic import ControlTopicListener
-from simulator.http_api import ControlPortInUse, learner_routes, load_token, producer_routes, start_api
+from simulator.http_api import ControlPortInUse, check_bind, learner_routes, load_token, producer_routes, start_api
 from simulator.metrics import ProducerMetrics
 from simulator.ports import PortPlan, plan_port
 from simulator.producer import ReplayProducer, ReplaySettings
@@ -61,9 +62,14 @@ def replay_settings(cfg: RunConfig, preset: str) -> ReplaySettings:
 
 
 class Endpoints:
-    """The servers a process runs (metrics exporters, control APIs) and their addresses."""
+    """The servers a process runs (metrics exporters, control APIs) and their addresses.
 
-    def __init__(self, report: Report) -> None:
+    The token check comes first: nothing may listen on an exposed address, not even the
+    metrics, when the control API is going to be refused."""
+
+    def __init__(self, report: Report, cfg: RunConfig) -> None:
+        self.token = load_token(cfg.serve.token_file)
+        check_bind(cfg.serve.host, self.token)
         self.addresses: dict[str, dict[str, str]] = {}
         self._closers: list[Callable[[], None]] = []
         self.report = report
@@ -75,9 +81,8 @@ class Endpoints:
         self._add(side, "metrics", f"http://{host}:{bound}/metrics", lambda: (server.shutdown(), server.server_close()))
 
     def control(self, side: str, routes, cfg: RunConfig, key: str, option: str) -> None:
-        token = load_token(cfg.serve.token_file)
         api = self._bind(side, "control", plan_port(cfg.serve, key),
-                         lambda port: start_api(routes, cfg.serve.host, port, token, option=option))
+                         lambda port: start_api(routes, cfg.serve.host, port, self.token, option=option))
         self._add(side, "control", api.url, api.close)
 
     def _bind(self, side: str, kind: str, plan: PortPlan, start: Callable[[int], T]) -> T:
@@ -169,8 +174,8 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
     to the checkpoint; on Kafka it continues from where the topic shows it stopped.
     """
     state = load_checkpoint(run_dir, report) if resume else None
+    endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
     bus = connect(cfg)
-    endpoints = Endpoints(report)
     try:
         run = run_labels(cfg, run_dir.run_id, cfg.preset)
         producer_metrics, learner_metrics = ProducerMetrics(log.schedule.edges, run), LearnerMetrics(run)
@@ -220,8 +225,8 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
 def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print,
            stop: threading.Event | None = None) -> dict:
     """The producer alone (`rtsim replay`)."""
+    endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
     bus = connect(cfg)
-    endpoints = Endpoints(report)
     try:
         metrics = ProducerMetrics(log.schedule.edges, run_labels(cfg, run_id, cfg.preset))
         endpoints.metrics("producer", metrics.registry, cfg, "producer_metrics_port", "--metrics-port")
@@ -247,18 +252,22 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
           resume: bool = False) -> pd.DataFrame:
     """The learner alone (`rtsim learn`): the run manifest comes from the bus, or from the
     checkpoint of runs_root/run_id when resuming."""
+    endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
     bus = connect(cfg)
-    endpoints = Endpoints(report)
     try:
         state = load_checkpoint(RunDir(runs_root, run_id), report) if resume else None
         manifest = state["manifest"] if state else find_manifest(bus, cfg.bus.prefix, run_id, wait_s, stop)
+        # the resolved config records the topic the learner reads, not the preset's default
+        topic_partitions = bus.partitions(wire.events_topic(cfg.bus.prefix, manifest["run_id"]))
+        cfg = replace(cfg, replay=replace(cfg.replay, partitions=topic_partitions))
         run_dir = RunDir(runs_root, manifest["run_id"]).create(cfg)
         report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
                f"run directory {run_dir.path}")
         metrics = LearnerMetrics(run_labels(cfg, manifest["run_id"], manifest.get("preset", "")))
-        endpoints.metrics("learner", metrics.registry, cfg, "metrics_port", "--metrics-port")
         stop = stop or threading.Event()
-        frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints, state)
+        with run_dir.removed_if_refused():
+            endpoints.metrics("learner", metrics.registry, cfg, "metrics_port", "--metrics-port")
+            frame = _learn(bus, cfg, manifest, run_dir, report, stop, metrics, endpoints, state)
         if keep_serving:
             hold(report)
         return frame

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,8 +22,10 @@ class RunDir:
     def __init__(self, root: str | Path, run_id: str) -> None:
         self.run_id = run_id
         self.path = Path(root) / run_id
+        self.fresh = False  # create() made the directory
 
     def create(self, cfg: RunConfig) -> "RunDir":
+        self.fresh = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "config.yaml").write_text(dump(cfg))
@@ -28,6 +33,22 @@ class RunDir:
             raise SystemExit(f"rtsim: cannot write the run directory {self.path}: {err.strerror}; "
                              "choose another --runs-dir") from None
         return self
+
+    @contextmanager
+    def removed_if_refused(self) -> Iterator["RunDir"]:
+        """A run refused before it produced anything (a config or safety check) leaves no
+        directory holding only its config.yaml, which would look like a run."""
+        try:
+            yield self
+        except Exception:
+            if self.fresh and {p.name for p in self.path.iterdir()} <= {"config.yaml", self.data_dir_file.name}:
+                shutil.rmtree(self.path)
+            raise
+
+    @property
+    def data_dir_file(self) -> Path:
+        """The --data-dir the run prepared its log in, so that --resume finds the same log."""
+        return self.path / "data_dir"
 
     @property
     def periods_csv(self) -> Path:

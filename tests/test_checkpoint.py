@@ -58,6 +58,19 @@ def test_a_full_disk_keeps_the_previous_checkpoint_intact(tmp_path, monkeypatch)
     assert (tmp_path / "latest").read_text() == "ckpt-000001.pt"
 
 
+def test_a_write_the_device_refuses_leaves_no_temp_file_and_the_previous_checkpoint(tmp_path):
+    """A real ENOSPC from the kernel (the temp file is a link to /dev/full) under torch.save,
+    which wraps it in a RuntimeError: one clear error, no *.tmp, the previous one intact."""
+    store = CheckpointStore(tmp_path)
+    store.save(1, {"period": 1})
+    (tmp_path / "ckpt-000002.pt.tmp").symlink_to("/dev/full")
+    with pytest.raises(CheckpointError, match="No space left on device.*ckpt-000001.pt is intact"):
+        store.save(2, {"period": 2, "weights": torch.zeros(100_000)})
+    assert not list(tmp_path.glob("*.tmp"))
+    state, path = store.load_latest()
+    assert state["period"] == 1 and path.name == "ckpt-000001.pt"
+
+
 def _run(engine, periods):
     return [as_row(r) for t, events in periods for r in engine.close_period(t, events)]
 
@@ -89,3 +102,15 @@ def _roundtrip(state):
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_a_checkpoint_without_record_digests_is_refused_with_what_to_do(tiny):
+    from learner.stream import StreamLearner
+    from simulator.bus.memory import MemoryBus
+
+    cfg, phases, _ = tiny
+    bus = MemoryBus()
+    bus.create_topic("rtsim.events.old", 3)
+    learner = StreamLearner(bus, Engine(cfg.learner, phases), {"run_id": "old", "schedule": [0, 1], "n_events": 1})
+    with pytest.raises(CheckpointError, match="older rtsim.*without --resume"):
+        learner.restore({"rows_seen": {0: 5}})

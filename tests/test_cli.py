@@ -129,6 +129,45 @@ def test_prepare_errors_exit_2_with_one_line(tmp_path, env):
     assert not list((tmp_path / "cache").glob("*/manifest.json"))
 
 
+def _damaged_inputs(folder: Path) -> list[tuple[str, Path, str]]:
+    """(reader, file, what the error must say): the archives of issue #18 that ended in a traceback."""
+    import gzip
+    import io
+    import tarfile
+
+    lines = b"".join(b'{"review_id": "r%d", "user_id": "u%d", "business_id": "b%d", "stars": 5, '
+                     b'"date": "2015-01-0%d 10:00:00"}\n' % (i, i, i, 1 + i % 9) for i in range(2000))
+    whole = gzip.compress(lines)
+    truncated = folder / "truncated.json.gz"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    corrupt = folder / "corrupt.json.gz"
+    corrupt.write_bytes(whole[:20] + bytes(200) + whole[220:])
+    plain = folder / "plain.json.gz"
+    plain.write_bytes(lines)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        member = tarfile.TarInfo("one_week/20170101")
+        member.size = len(lines)
+        archive.addfile(member, io.BytesIO(lines))
+    tar = folder / "truncated.tar.gz"
+    tar.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return [("yelp", truncated, "EOFError"), ("yelp", corrupt, "error"), ("yelp", plain, "BadGzipFile"),
+            ("adressa", tar, "truncated or corrupt")]
+
+
+def test_damaged_archives_and_a_folder_as_config_end_in_one_line(tmp_path, env):
+    for reader, path, kind in _damaged_inputs(tmp_path):
+        done = rtsim("prepare", reader, "--input", path, "--data-dir", tmp_path / "cache", "--no-progress", env=env)
+        assert done.returncode == 2, (path, done.stderr)
+        assert done.stderr.startswith(f"rtsim: error: {path} is truncated or corrupt"), (path, done.stderr)
+        assert kind in done.stderr and "again" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not list((tmp_path / "cache").glob("*"))
+    done = rtsim("run", "--preset", "tiny", "--config", tmp_path, "--runs-dir", tmp_path / "runs", env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot read the config file {tmp_path}: Is a directory; give a YAML file" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_unwritable_run_directory_is_a_clear_error_and_a_nonzero_exit(tmp_path, env):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the runs folder should be")
@@ -147,3 +186,55 @@ def test_resume_without_a_checkpoint_says_to_start_afresh(tmp_path, env):
                  timeout=300)
     assert done.returncode == 2
     assert "no valid checkpoint" in done.stderr and "without --resume" in done.stderr
+
+
+def test_prepare_states_the_schedule_rule_and_refuses_a_mostly_rejected_input(tmp_path, env):
+    from tests.test_prepared import _adressa_file
+
+    source = tmp_path / "20170101"
+    _adressa_file(source, [0])
+    done = rtsim("prepare", "adressa", "--input", source, "--data-dir", tmp_path / "cache", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.partition("\n")[2])
+    assert report["schedule"]["from"] == "2016-12-31 23:00:00Z" and report["schedule"]["periods"] == 63
+    assert report["counts"]["time_outliers"] == 1 and "rank 1% to rank 99%" in report["schedule"]["rule"]
+    with source.open("a") as handle:
+        handle.write('{"id": "x", "userId": \n' * 1100)
+    args = ("prepare", "adressa", "--input", source, "--data-dir", tmp_path / "cache")
+    done = rtsim(*args, env=env)
+    assert done.returncode == 2 and "pass --allow-rejects" in done.stderr and done.stderr.count("\n") == 1
+    assert rtsim(*args, "--allow-rejects", env=env).returncode == 0
+
+
+def test_a_refused_run_leaves_no_run_directory(tmp_path, env):
+    env = {k: v for k, v in env.items() if k != "RTSIM_CONTROL_TOKEN"}
+    done = rtsim("run", "--preset", "tiny", "--host", "0.0.0.0", "--run-id", "refused", "--runs-dir",
+                 tmp_path / "runs", "--data-dir", tmp_path / "prepared", "--no-progress", env=env, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "without a token" in done.stderr, done.stderr
+    assert not (tmp_path / "runs" / "refused").exists()
+
+
+def test_resume_finds_the_log_in_the_data_dir_the_run_used(tmp_path, env):
+    """Issue #18: `run --resume` forgot --data-dir and prepared the log again elsewhere."""
+    runs, data_dir = tmp_path / "runs", tmp_path / "prepared"
+    done = rtsim("run", "--preset", "tiny", "--run-id", "r", "--runs-dir", runs, "--data-dir", data_dir,
+                 "--no-progress", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    again = rtsim("run", "--resume", runs / "r", "--no-progress", env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"cached log {data_dir.resolve()}" in again.stdout
+    assert not (tmp_path / "xdg-cache" / "rtsim").exists()
+
+
+def test_a_full_disk_outside_the_checkpoints_is_one_line_too(monkeypatch, capsys):
+    import errno
+
+    from simulator import cli
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/periods.csv")
+
+    monkeypatch.setattr(cli, "_cmd_datasets", disk_full)
+    assert cli.main(["datasets"]) == 2
+    assert capsys.readouterr().err == ("rtsim: error: cannot write runs/x/periods.csv: No space left on device; "
+                                       "free disk space or choose another --runs-dir / --data-dir\n")

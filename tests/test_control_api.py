@@ -203,6 +203,60 @@ def test_a_non_loopback_bind_needs_a_token_and_a_taken_port_is_named():
             start_api([], port=api.port)
 
 
+def burst(port: int, requests: list[bytes]) -> Counter:
+    """Every request from its own client, all released at once: each answer's status line,
+    or the error its client got (a reset connection shows as ConnectionResetError)."""
+    start = threading.Barrier(len(requests))
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+
+    def client(request: bytes) -> None:
+        start.wait()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                sock.sendall(request)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            outcome = answer.split(b"\r\n", 1)[0].decode()[9:12] or "no answer"
+        except OSError as err:
+            outcome = type(err).__name__
+        with lock:
+            outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=client, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return outcomes
+
+
+def _put_serving(strategy: str) -> bytes:
+    body = json.dumps({"strategy": strategy}).encode()
+    return (b"PUT /serving HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body))
+
+
+def test_a_burst_of_500_requests_gets_500_answers_and_no_reset(engine, learner_api):
+    """Issue #18: of 200 simultaneous PUT /serving, 16 connections were reset (a listen
+    backlog of 5). Answers may refuse (409), but every client gets one."""
+    from learner.metrics import serve
+    from prometheus_client import CollectorRegistry
+
+    serving = engine.serving
+    requests = [_put_serving(serving) if i % 2 else b"GET /status HTTP/1.0\r\n\r\n" for i in range(500)]
+    outcomes = burst(learner_api.port, requests)
+    assert set(outcomes) <= {"200", "409"} and outcomes["200"] >= 250, outcomes
+    assert engine.serving == serving
+    server, port = serve(CollectorRegistry())
+    try:
+        assert burst(port, [b"GET /metrics HTTP/1.0\r\n\r\n"] * 500) == {"200": 500}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_with_a_token_every_request_must_carry_it(engine):
     with start_api(learner_routes(LearnerCommands(engine)), token="s3cret") as api:
         assert call(api.url + "/status")[0] == 401
@@ -350,3 +404,25 @@ def test_rtsim_ctl_publishes_on_the_kafka_control_topic(engine, kafka_bootstrap)
         listener.join(10)
         bus.close()
         engine.set_serving(serving)
+
+
+def test_nothing_listens_or_connects_before_an_exposed_api_is_refused(tiny, tmp_path, monkeypatch):
+    """Issue #18: with --host 0.0.0.0 and no token, the learner's metrics server was already
+    listening on every interface when the control API was refused."""
+    from simulator import run
+    from simulator.config import resolve
+    from simulator.rundir import RunDir
+
+    def must_not_happen(*args, **kwargs):
+        raise AssertionError("served or connected before the token check")
+
+    monkeypatch.delenv("RTSIM_CONTROL_TOKEN", raising=False)
+    monkeypatch.setattr(run, "serve", must_not_happen)
+    monkeypatch.setattr(run, "connect", must_not_happen)
+    cfg = resolve("tiny", overrides=["serve.host=0.0.0.0"])
+    for start in (lambda: run.run_embedded(cfg, None, RunDir(tmp_path, "embedded"), report=lambda line: None),
+                  lambda: run.replay(cfg, None, "alone", report=lambda line: None),
+                  lambda: run.learn(cfg, str(tmp_path), "learner", report=lambda line: None)):
+        with pytest.raises(ApiConfigError, match="without a token.*127.0.0.0/8, ::1, localhost"):
+            start()
+    assert not list(tmp_path.iterdir())

@@ -276,3 +276,66 @@ def test_tiny_synthetic_preset_prepares_deterministically(tmp_path):
                        progress=False)
     assert other.path != a.path
     assert len(other.ts) != len(a.ts) or not np.array_equal(other.items, a.items)
+
+
+# -- time outliers (issue #18) -----------------------------------------------------------
+
+OSLO_2017_01_01 = 1483225200  # local midnight in Europe/Oslo
+YEAR_9999 = 253402300799
+
+
+def _adressa_file(path, stray_times: list[int]) -> None:
+    from tests.test_readers import adressa_view
+
+    times = [OSLO_2017_01_01 + 600 + i * (21 * 86_400 - 1200) // 4000 for i in range(4001)] + stray_times
+    path.write_text("\n".join(adressa_view(f"u{i % 97}", ts, event=i, item=f"{i % 301:040d}")
+                              for i, ts in enumerate(times)) + "\n")
+
+
+def test_a_record_dated_1970_or_9999_neither_moves_nor_stretches_the_schedule(tmp_path):
+    """One `"time": 0` record started the daily-slot schedule in 1970 (4,001 of 4,002 events
+    outside it); one dated 9999 was folded into the last equal-count period."""
+    source = tmp_path / "20170101"
+    _adressa_file(source, [0, YEAR_9999])
+    cfg = resolve("adressa", input_path=str(source))
+    log, _ = prepare(cfg.data, cache_root=tmp_path / "cache", progress=False)
+    counts = log.manifest["counts"]
+    assert log.schedule.edges[0] == OSLO_2017_01_01 and log.schedule.n_periods == 63
+    assert counts["events"] == 4001 and counts["time_outliers"] == 2 and counts["outside_schedule"] == 0
+    assert log.manifest["rejected"]["counts"]["time_outlier"] == 2
+    assert not log.manifest["counts"]["empty_periods"]
+
+    by_count = resolve("adressa", input_path=str(source),
+                       overrides=["data.schedule={kind: equal_count, params: {n_periods: 63}}"])
+    log, _ = prepare(by_count.data, cache_root=tmp_path / "cache", progress=False)
+    assert log.schedule.edges[-1] == log.ts.max() + 1 < YEAR_9999
+
+
+def test_a_mostly_rejected_input_fails_unless_rejects_are_allowed(tmp_path):
+    source = tmp_path / "20170101"
+    _adressa_file(source, [])
+    with source.open("a") as handle:  # 1,100 of 5,101 records malformed: over 20%
+        handle.write(('{"id": "' + "a" * 40 + '", "userId": \n') * 1100)  # truncated clicks
+    cfg = resolve("adressa", input_path=str(source))
+    with pytest.raises(ConfigError, match=r"1,100 of 5,101 records were rejected.*--allow-rejects"):
+        prepare(cfg.data, cache_root=tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache").glob("*/manifest.json"))
+    log, _ = prepare(cfg.data, cache_root=tmp_path / "cache", progress=False, allow_rejects=True)
+    assert log.manifest["counts"]["events"] == 4001
+
+
+def test_a_write_that_fails_leaves_no_half_prepared_log(ratings, tmp_path, monkeypatch):
+    import errno
+
+    import replay_data.prepared as prepared_module
+
+    path, _ = ratings
+    cfg = resolve("movielens", input_path=str(path))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepared_module.pq, "write_table", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        prepare(cfg.data, cache_root=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())

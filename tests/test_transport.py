@@ -87,13 +87,16 @@ def test_two_processes_equal_the_embedded_run(tmp_path, direct_periods, kafka_bo
                                 "--runs-dir", str(tmp_path / "runs"), "--wait", "120", *common],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     replay = subprocess.run([sys.executable, "-m", "simulator.cli", "replay", "--preset", "tiny",
-                             "--data-dir", str(tmp_path / "prepared"), "--no-progress", *common],
+                             "--data-dir", str(tmp_path / "prepared"), "--no-progress", *common,
+                             "--set", "replay.partitions=4"],
                             capture_output=True, text=True, timeout=300)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     out, _ = learner.communicate(timeout=300)
     assert learner.returncode == 0, out
     assert not (tmp_path / "learner-cache" / "rtsim" / "prepared").exists()
     _same(_deterministic(pd.read_csv(tmp_path / "runs" / "two" / "periods.csv")), direct_periods)
+    # the learner's resolved config names the topic's 4 partitions, not the preset's 3 (issue #18)
+    assert "partitions: 4" in (tmp_path / "runs" / "two" / "config.yaml").read_text()
 
 
 def _produce_and_learn(bus, log, cfg, run_id, inject=None):
@@ -158,6 +161,72 @@ def test_consumed_events_equal_the_topic_and_bad_records_are_dead_lettered(reque
     assert sorted(d["reason"] for d in letters) == ["bad_format", "bad_json", "missing_field", "not_utf8"]
     assert all(d["topic"] == topic and d["partition"] == 0 and "raw_base64" in d for d in letters)
     bus.close()
+
+
+def _forged(row: str, ts: int = 0, user: str = "forger") -> tuple[bytes, dict[str, str]]:
+    value = json.dumps({"ts": ts, "user": user, "item": "forged"}).encode()
+    return value, {**wire.headers(wire.EVENTS), wire.ROW_HEADER: row}
+
+
+# (record, why the learner turns it away: None when it is ingested, as any extra event is)
+FORGED = [
+    (_forged("1000000000000000"), "bad_row"),  # the record of issue #18: beyond the run's size
+    (_forged("-1"), "bad_row"),
+    (_forged("5000"), "bad_row"),  # one past the last row of the 5,000-event tiny log
+    (_forged("+3"), "bad_row"),
+    (_forged("3"), None),  # in range: ingested (before the schedule), takes nobody's place
+    (_forged("3"), "duplicate"),  # the same record again
+    (_forged("3", user="other"), None),  # the same row, other bytes: not a re-send
+]
+
+
+def _inject_forged_rows(bus, topic):
+    producer = bus.producer()
+    for (value, headers), _ in FORGED:
+        producer.send(topic, value, partition=0, headers=headers)
+    producer.close()
+
+
+@pytest.mark.kafka
+def test_forged_row_headers_never_drop_a_genuine_record(kafka_bootstrap, tiny_log, direct_periods):
+    """Issue #18: one record with rtsim-row 10**15 made the learner drop every later
+    genuine record of its partition as a duplicate; the run still ended normally."""
+    from simulator.bus.kafka import KafkaBus
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    bus = KafkaBus(kafka_bootstrap)
+    cfg = resolve("tiny", overrides=[f"bus.url=kafka://{kafka_bootstrap}", f"bus.prefix={prefix}"])
+    learner, _ = _produce_and_learn(bus, tiny_log, cfg, "forged", inject=_inject_forged_rows)
+    _same(direct_periods, _deterministic(pd.DataFrame(learner.rows)))
+    reasons = [reason for _, reason in FORGED if reason]
+    assert dict(learner.stats.rejected) == {r: reasons.count(r) for r in set(reasons)}
+    assert learner.windows.stats.consumed == len(tiny_log.ts)
+    assert learner.windows.stats.outside["before_schedule"] == 2  # the two ingested forgeries
+    consumer = bus.consumer(wire.deadletter_topic(prefix), f"dl-{uuid.uuid4().hex}")
+    letters = [json.loads(m.value) for _ in range(20) for m in consumer.poll(0.5)]
+    consumer.close()
+    assert sorted(d["reason"] for d in letters) == sorted(r for r in reasons if r != "duplicate")
+    bus.close()
+
+
+def test_events_after_the_end_marker_are_counted_and_dead_lettered(tiny_log, direct_periods):
+    """Issue #18: records after the producer's end marker were ignored without a count."""
+    cfg = resolve("tiny")
+    bus, settings = MemoryBus(), replay_settings(cfg, "tiny")
+    producer = ReplayProducer(bus, tiny_log, "after-end", settings)
+    manifest = producer.publish_manifest()
+    producer.run()
+    stray = bus.producer()
+    value, headers = _forged("7", ts=int(tiny_log.ts[-1]))  # inside the last period
+    stray.send(producer.topic, value, partition=0, headers=headers)
+    stray.close()
+    letters: list[dict] = []
+    learner = StreamLearner(bus, Engine(cfg.learner, manifest["phases"]), manifest, prefix=settings.prefix,
+                            deadletter=letters.append)
+    learner.run()
+    _same(direct_periods, _deterministic(pd.DataFrame(learner.rows)))
+    assert dict(learner.stats.rejected) == {"after_end": 1}
+    assert [d["reason"] for d in letters] == ["after_end"]
 
 
 def test_unreachable_broker_fails_fast_with_a_clear_error(tmp_path):

@@ -13,6 +13,8 @@ import io
 import json
 import math
 import os
+import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from replay_data.rejects import Rejects
+from replay_data.rejects import MalformedInputError, Rejects
 
 MAX_LINE_BYTES = 16 * 2**20
 CHUNK_ROWS = 200_000
@@ -90,12 +92,23 @@ class _Counted(io.RawIOBase):
 
 
 @contextmanager
+def readable(path: Path) -> Iterator[None]:
+    """A truncated or corrupt archive only shows while it is read, deep in a reader: say
+    which file it is and what to do, in one line."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError) as err:
+        raise MalformedInputError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); "
+                                  "copy or download it again") from None
+
+
+@contextmanager
 def open_counted(path: Path, bar: tqdm, decompress: bool = True) -> Iterator[BinaryIO]:
     """Open `path` for binary reading; `.gz` files are decompressed on the fly unless told not to."""
     stream = io.BufferedReader(_Counted(open(path, "rb", buffering=0), bar), buffer_size=2**20)
     try:
         if decompress and path.name.endswith(".gz"):
-            with gzip.GzipFile(fileobj=stream) as unzipped:
+            with readable(path), gzip.GzipFile(fileobj=stream) as unzipped:
                 yield unzipped
         else:
             yield stream

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from replay_data.readers._lines import (
     CHUNK_ROWS, EVENT_ID_COLUMNS, MAX_LINE_BYTES, Drop, Event, Reject, existing, file_size,
-    id_field, iter_lines, load_object, open_counted, optional_id, parse_lines, progress_bar,
+    id_field, iter_lines, load_object, open_counted, optional_id, parse_lines, progress_bar, readable,
     to_chunks, to_seconds,
 )
 from replay_data.rejects import Rejects
@@ -114,7 +114,7 @@ def _subscribers(source: Path, progress: bool, max_line_bytes: int) -> set[str]:
 
 def _parsed(source: Path, rejects: Rejects, parse: partial, progress: bool,
             max_line_bytes: int) -> Iterator[Event]:
-    with progress_bar(_total_bytes(source), "adressa", progress) as bar:
+    with progress_bar(_total_bytes(source), "adressa", progress) as bar, readable(source):
         for name, stream in _streams(source, bar):
             lines = iter_lines(stream, name, rejects, max_line_bytes)
             yield from parse_lines(lines, name, parse, rejects)
