@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from learner.stream import StreamLearner
+from simulator.stream import StreamLearner
 from simulator.bus import Bus
 from simulator.bus.memory import MemoryBus
 from simulator.bus import wire

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from bench_retrain import state_at, time_period  # a sibling script: its folder is on sys.path when run
 from learner.engine import Engine
-from learner.stream import StreamLearner
+from simulator.stream import StreamLearner
 from replay_data.prepared import prepare
 from simulator.bus.memory import MemoryBus
 from simulator.config import resolve

@@ -12,7 +12,6 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -49,11 +48,11 @@ class StrategyResult:
 
 
 class ControlError(ValueError):
-    """A control request that cannot be honoured; `status` is the HTTP-style code."""
+    """A control request the engine cannot honour in its current state; nothing changed."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+
+class UnknownStrategy(ControlError):
+    """A control request names no registered strategy."""
 
 
 class Engine:
@@ -238,9 +237,9 @@ class Engine:
         self._known(name)
         with self._lock:
             if name not in self.enabled:
-                raise ControlError(409, f"{name} is not enabled; enable it first (it starts at the next period)")
+                raise ControlError(f"{name} is not enabled; enable it first (it starts at the next period)")
             if self.strategies and name not in self.strategies:
-                raise ControlError(409, f"{name} starts at the next period boundary; serve it after that")
+                raise ControlError(f"{name} starts at the next period boundary; serve it after that")
             swapped = name != self.serving
             self.serving = name
             self.swaps += int(swapped)
@@ -250,23 +249,23 @@ class Engine:
         self._known(name)
         with self._lock:
             if name in self.enabled and not from_serving:
-                raise ControlError(409, f"{name} is already enabled")
+                raise ControlError(f"{name} is already enabled")
             self._pending.append(("enable", name, from_serving))
 
     def request_disable(self, name: str) -> None:
         self._known(name)
         with self._lock:
             if name not in self.enabled:
-                raise ControlError(409, f"{name} is not enabled")
+                raise ControlError(f"{name} is not enabled")
             if name == self.serving:
-                raise ControlError(409, f"{name} is serving; serve another strategy before disabling it")
+                raise ControlError(f"{name} is serving; serve another strategy before disabling it")
             if len(self.enabled) == 1:
-                raise ControlError(409, "the last enabled strategy cannot be disabled")
+                raise ControlError("the last enabled strategy cannot be disabled")
             self._pending.append(("disable", name, False))
 
     def _known(self, name: str) -> None:
         if name not in REGISTRY:
-            raise ControlError(404, f"unknown strategy {name!r}; known: {', '.join(REGISTRY)}")
+            raise UnknownStrategy(f"unknown strategy {name!r}; known: {', '.join(REGISTRY)}")
 
     def _apply_pending(self, due: int) -> None:
         """Apply the first `due` queued enable/disable requests at a period boundary."""

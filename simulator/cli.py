@@ -303,7 +303,7 @@ def _cmd_learn(args) -> int:
     overrides = _cli_overrides(args)
     preset = args.preset
     if preset is None and args.config is None:  # the learner settings of the run's own preset
-        from learner.stream import find_manifest
+        from simulator.stream import find_manifest
         from simulator.run import connect
 
         base = resolve("demo", args.config, overrides)

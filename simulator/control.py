@@ -1,9 +1,9 @@
 """Runtime control: one command set per process, shared by the HTTP API and the control topic.
 
 `LearnerCommands` and `ProducerCommands` validate a command's arguments, apply it and
-answer a JSON-able dict; a request that cannot be honoured raises ControlError with an
-HTTP-style status, so every surface (HTTP, `rtsim.control`, tests) rejects it the same way
-and changes nothing. Every applied change is logged on `rtsim.control` and passed to an
+answer a JSON-able dict; a malformed request raises RequestError, one the engine cannot
+honour its ControlError, so every surface (HTTP, `rtsim.control`, tests) rejects it the
+same way and changes nothing (`http_status` maps both to an HTTP code). Every applied change is logged on `rtsim.control` and passed to an
 optional `on_change` callback (the orchestrator updates metrics from it).
 """
 from __future__ import annotations
@@ -16,13 +16,29 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from learner.engine import ControlError, Engine
+from learner.engine import ControlError, Engine, UnknownStrategy
 from learner.strategies import REGISTRY
 from simulator.producer import ReplayProducer
 
 log = logging.getLogger("rtsim.control")
 
 ChangeCallback = Callable[[dict], None]
+
+class RequestError(ValueError):
+    """A malformed control request (unknown command, bad arguments, bad HTTP framing)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def http_status(err: RequestError | ControlError) -> int:
+    """The HTTP code of a refused request: 400-class as raised, 404 for an unknown
+    strategy, 409 for a request the engine's current state refuses."""
+    if isinstance(err, RequestError):
+        return err.status
+    return 404 if isinstance(err, UnknownStrategy) else 409
+
 
 MAX_K = 1000
 DEFAULT_K = 10
@@ -31,23 +47,23 @@ POPULAR_FALLBACK = "popular_last_period"
 
 def check_args(command: str, args: object, required: tuple[str, ...] = (),
                optional: tuple[str, ...] = ()) -> dict:
-    """`args` as a dict holding every required key and nothing unknown (else ControlError 400)."""
+    """`args` as a dict holding every required key and nothing unknown (else RequestError)."""
     if not isinstance(args, dict):
-        raise ControlError(400, f"{command}: arguments must be a JSON object, got {type(args).__name__}")
+        raise RequestError(f"{command}: arguments must be a JSON object, got {type(args).__name__}")
     allowed = required + optional
     unknown = sorted(set(args) - set(allowed))
     if unknown:
         allowed_text = ", ".join(allowed) if allowed else "none"
-        raise ControlError(400, f"{command}: unknown argument {unknown[0]!r}; allowed: {allowed_text}")
+        raise RequestError(f"{command}: unknown argument {unknown[0]!r}; allowed: {allowed_text}")
     missing = [key for key in required if key not in args]
     if missing:
-        raise ControlError(400, f"{command}: missing argument {missing[0]!r}; required: {', '.join(required)}")
+        raise RequestError(f"{command}: missing argument {missing[0]!r}; required: {', '.join(required)}")
     return args
 
 
 def _string(command: str, key: str, value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise ControlError(400, f"{command}: {key} must be a non-empty string, got {value!r:.100}")
+        raise RequestError(f"{command}: {key} must be a non-empty string, got {value!r:.100}")
     return value
 
 
@@ -65,7 +81,7 @@ class _Commands:
     def apply(self, command: str, args: dict) -> dict:
         handler = self._handlers.get(command)
         if handler is None:
-            raise ControlError(400, f"unknown {self.target} command {command!r}; "
+            raise RequestError(f"unknown {self.target} command {command!r}; "
                                     f"allowed: {', '.join(self._handlers)}")
         with self._lock:
             return handler(args)
@@ -136,7 +152,7 @@ class LearnerCommands(_Commands):
         name = _string("enable", "strategy", args["strategy"])
         from_serving = args.get("from_serving", False)
         if not isinstance(from_serving, bool):
-            raise ControlError(400, f"enable: from_serving must be true or false, got {from_serving!r:.100}")
+            raise RequestError(f"enable: from_serving must be true or false, got {from_serving!r:.100}")
         self.engine.request_enable(name, from_serving=from_serving)
         return self._pending("enable", name, from_serving)
 
@@ -159,13 +175,13 @@ class LearnerCommands(_Commands):
         user = _string("recommend", "user", args["user"])
         k = args.get("k", DEFAULT_K)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise ControlError(400, f"recommend: k must be an integer from 1 to {MAX_K}, got {k!r:.100}")
+            raise RequestError(f"recommend: k must be an integer from 1 to {MAX_K}, got {k!r:.100}")
         engine = self.engine
         serving = engine.serving
         strategy = engine.strategies.get(serving)
         if strategy is None:
             last_pretrain = max(t for t, phase in enumerate(engine.phases) if phase == "pretrain")
-            raise ControlError(409, "no model serves yet: the strategies start when pretraining ends, "
+            raise ControlError("no model serves yet: the strategies start when pretraining ends, "
                                     f"as period {last_pretrain} closes; {engine.next_period} of "
                                     f"{len(engine.phases)} periods closed so far")
         user_emb, item_emb = strategy.serving_embeddings()
@@ -262,7 +278,7 @@ class ProducerCommands(_Commands):
               and math.isfinite(speed) and speed > 0):
             value = float(speed)
         else:
-            raise ControlError(400, "speed: must be a number > 0 (event-time seconds per wall second) "
+            raise RequestError("speed: must be a number > 0 (event-time seconds per wall second) "
                                     f"or \"max\", got {speed!r:.100}")
         if value != self.producer.stats.speed:
             self.producer.set_speed(value)

@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from learner.engine import ControlError
+from simulator.control import RequestError, http_status
 from simulator.control_topic import Commands
 
 log = logging.getLogger("rtsim.control.http")
@@ -87,7 +88,7 @@ def _args(request: Request, **fixed: object) -> dict:
     for source in (fixed, request.query, request.body or {}):
         for key, value in source.items():
             if key in args:
-                raise ControlError(400, f"{key!r} is given twice (path, query or body): give it once")
+                raise RequestError(f"{key!r} is given twice (path, query or body): give it once")
             args[key] = value
     return args
 
@@ -245,8 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._unread = self._content_length()
             status, answer, headers = self._answer()
-        except ControlError as err:
-            status, answer, headers = err.status, {"error": str(err)}, {}
+        except (RequestError, ControlError) as err:
+            status, answer, headers = http_status(err), {"error": str(err)}, {}
         except Exception as err:
             log.exception("control request %s %s failed", self.command, self.path)
             status, answer, headers = 500, {"error": f"internal error: {type(err).__name__}: {err}"}, {}
@@ -261,14 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
         matches = [(route, params) for route in self.routes if (params := route.match(segments)) is not None]
         if not matches:
             paths = sorted(f"{route.method} {route.path}" for route in self.routes)
-            raise ControlError(404, f"no such path {url.path!r}; this API serves: {', '.join(paths)}")
+            raise RequestError(f"no such path {url.path!r}; this API serves: {', '.join(paths)}", status=404)
         allowed = ", ".join(route.method for route, _ in matches)
         found = [(route, params) for route, params in matches if route.method == self.command]
         if not found:
             return 405, {"error": f"{self.command} is not allowed on {url.path}; use {allowed}"}, {"Allow": allowed}
         route, params = found[0]
         if self._unread > MAX_BODY_BYTES:
-            raise ControlError(413, f"the body is {self._unread} bytes; at most {MAX_BODY_BYTES} are accepted")
+            raise RequestError(f"the body is {self._unread} bytes; at most {MAX_BODY_BYTES} are accepted", status=413)
         request = Request(params, self._query(url.query), self._read_json())
         return route.status, route.handler(request), {}
 
@@ -282,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _content_length(self) -> int:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
-            raise ControlError(411, "send the body with a Content-Length, not chunked")
+            raise RequestError("send the body with a Content-Length, not chunked", status=411)
         text = self.headers.get("Content-Length", "0")
         try:
             length = int(text)
@@ -290,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             self.close_connection = True
-            raise ControlError(400, f"bad Content-Length {text!r:.40}")
+            raise RequestError(f"bad Content-Length {text!r:.40}")
         return length
 
     @staticmethod
@@ -298,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
         query: dict[str, str] = {}
         for key, value in parse_qsl(text, keep_blank_values=True):
             if key in query:
-                raise ControlError(400, f"query parameter {key!r} is given more than once")
+                raise RequestError(f"query parameter {key!r} is given more than once")
             query[key] = value
         return query
 
@@ -310,11 +311,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as err:
-            raise ControlError(400, f"the body is not UTF-8: {err}") from None
+            raise RequestError(f"the body is not UTF-8: {err}") from None
         except ValueError as err:
-            raise ControlError(400, f"malformed JSON body: {err}") from None
+            raise RequestError(f"malformed JSON body: {err}") from None
         if not isinstance(body, dict):
-            raise ControlError(400, f"the body must be a JSON object, got {type(body).__name__}")
+            raise RequestError(f"the body must be a JSON object, got {type(body).__name__}")
         return body
 
     def _send(self, status: int, answer: dict, headers: dict[str, str] | None = None) -> None:

@@ -15,7 +15,7 @@ from learner.engine import Engine, StrategyResult
 from learner.exposition import RunLabels, bus_kind
 from learner.metrics import LearnerMetrics, MetricsPortInUse, serve
 from learner.results import PeriodsCsv, summary_markdown
-from learner.stream import StreamLearner, find_manifest
+from simulator.stream import StreamLearner, find_manifest
 from replay_data.prepared import PreparedLog
 from simulator.bus import Bus, open_bus, wire
 from simulator.config import RunConfig

@@ -105,7 +105,7 @@ def _roundtrip(state):
 
 
 def test_a_checkpoint_without_record_digests_is_refused_with_what_to_do(tiny):
-    from learner.stream import StreamLearner
+    from simulator.stream import StreamLearner
     from simulator.bus.memory import MemoryBus
 
     cfg, phases, _ = tiny

@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from learner.engine import ControlError, Engine
+from learner.engine import ControlError, Engine, UnknownStrategy
+from simulator.control import http_status
 
 
 def _engine(tiny, enabled=("fine_tune", "sml"), serving="fine_tune"):
@@ -80,5 +81,6 @@ def test_impossible_requests_are_refused_and_change_nothing(tiny, request_, stat
     before = engine.control_state()
     with pytest.raises(ControlError) as err:
         request_(engine)
-    assert err.value.status == status and str(err.value)
+    assert isinstance(err.value, UnknownStrategy) == (status == 404)
+    assert http_status(err.value) == status and str(err.value)
     assert engine.control_state() == before

@@ -15,9 +15,9 @@ from urllib.request import ProxyHandler, Request, build_opener
 
 import pytest
 
-from learner.engine import ControlError, Engine
+from learner.engine import Engine
 from simulator.bus.memory import MemoryBus
-from simulator.control import LearnerCommands, ProducerCommands
+from simulator.control import LearnerCommands, ProducerCommands, RequestError
 from simulator.control_topic import ControlTopicListener, publish_command
 from simulator.http_api import (MAX_BODY_BYTES, ApiConfigError, learner_routes, load_token,
                                 producer_routes, start_api)
@@ -374,10 +374,10 @@ def test_the_control_topic_reaches_the_producer(producer):
 
 def test_commands_validate_their_arguments_directly(engine):
     commands = LearnerCommands(engine)
-    with pytest.raises(ControlError) as err:
+    with pytest.raises(RequestError) as err:
         commands.apply("reboot", {})
     assert err.value.status == 400 and "allowed" in str(err.value)
-    with pytest.raises(ControlError) as err:
+    with pytest.raises(RequestError) as err:
         commands.apply("recommend", {"user": "u", "k": 1001})
     assert err.value.status == 400
 

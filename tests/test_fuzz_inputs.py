@@ -11,7 +11,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from learner.stream import StreamLearner
+from simulator.stream import StreamLearner
 from replay_data import readers
 from replay_data.rejects import MalformedInputError, Rejects
 from replay_data.typed_config import ConfigError

@@ -388,7 +388,7 @@ def test_requests_made_while_a_period_closes_take_effect_as_answered(data_dir):
     is recorded, and the enable waits for the period its answer names."""
     from learner.engine import Engine
     from learner.metrics import LearnerMetrics
-    from learner.stream import StreamLearner
+    from simulator.stream import StreamLearner
     from replay_data.prepared import prepare
     from simulator.bus.memory import MemoryBus
     from simulator.config import resolve

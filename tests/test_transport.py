@@ -18,7 +18,7 @@ import torch
 from learner.checkpoint import CheckpointStore
 from learner.engine import Engine
 from learner.results import as_row
-from learner.stream import StreamLearner
+from simulator.stream import StreamLearner
 from learner.windows import PeriodWindows
 from replay_data.prepared import prepare
 from simulator.bus import wire

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from learner.checkpoint import CheckpointError, CheckpointStore
-from learner.dedup import RowLedger
+from simulator.dedup import RowLedger
 from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics
 from learner.results import as_row
