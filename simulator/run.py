@@ -13,7 +13,7 @@ from learner.checkpoint import CheckpointStore
 from learner.engine import Engine, StrategyResult
 from learner.exposition import RunLabels, bus_kind
 from learner.metrics import LearnerMetrics, MetricsPortInUse, serve
-from learner.results import PeriodsCsv, summary_markdown
+from learner.results import PeriodsCsv, save_ranks, summary_markdown
 from learner.stream import StreamLearner, find_manifest
 from replay_data.prepared import PreparedLog
 from simulator.bus import Bus, open_bus
@@ -143,6 +143,7 @@ class RunRecorder:
 
     def on_period(self, t: int, phase: str, n_events: int, results: list[StrategyResult]) -> None:
         self.csv.append(results)
+        save_ranks(self.run_dir.path, t, results)
         if self.engine.base_model is not None and not self.run_dir.base_model.exists():
             self.run_dir.save_base_model(self.engine)
         self.report(progress_line(t, phase, n_events, results, time.perf_counter() - self.started))
