@@ -305,11 +305,12 @@ def seeds_summary_markdown(frames: dict[int, pd.DataFrame], ranks: dict[int, dic
             rows.append("| " + " | ".join(cells) + " |")
         lines += ["\n".join(rows), "",
                   f"Δ: {reference}'s pooled test NDCG@{k} (Recall@{k}) minus the other's, averaged over seeds. "
-                  f"Interval: percentile interval of a paired two-level bootstrap ({stats.N_BOOT} replicates, "
-                  f"bootstrap seed {stats.BOOT_SEED}) that draws the seeds and, for them jointly, the test interactions "
-                  "with replacement; the rows pair because every strategy and seed ranked the same candidates for "
-                  "the same interaction. Significant: the interval excludes 0. With few seeds the seed-to-seed share "
-                  "of the spread is underestimated.", ""]
+                  f"Interval: 95% percentile interval of {stats.N_BOOT} two-level replicates (bootstrap seed "
+                  f"{stats.BOOT_SEED}), each the sum of a paired bootstrap over the test interactions (drawn with "
+                  "replacement; the seed-averaged per-interaction differences) and the seed-to-seed error of the "
+                  f"mean (s/√N times a Student t draw with N-1 = {len(seeds) - 1} degrees of freedom, s the spread of "
+                  "the per-seed differences; none with one seed). The rows pair because every strategy and seed "
+                  "ranked the same candidates for the same interaction. Significant: the interval excludes 0.", ""]
     seconds = pd.concat([frames[s].assign(seed=s) for s in seeds])
     lines += ["## Table 2: retraining seconds per test period, mean over seeds", "",
               _table2(seconds.groupby(["strategy", "period"], sort=False, as_index=False)

@@ -6,12 +6,10 @@ comparisons between strategies.
   initialisations, shuffles and training negatives"; the interval covers the mean over such
   streams. It needs two seeds; it is NaN with one.
 - `paired_bootstrap`: the difference between two strategies' mean per-interaction gains,
-  with a percentile interval from a two-level bootstrap that resamples seeds and, jointly
-  for every resampled seed, interactions. Rows pair because every strategy and seed ranks
-  the same candidates for the same interaction (`learner.eval_seed`). With one seed it is
-  the ordinary paired bootstrap over interactions. With few seeds the seed level is
-  resampled from few values, so its share of the spread is underestimated (by (N-1)/N in
-  variance, and more in the tails): read intervals from 2-3 seeds as indicative.
+  with a two-level interval: a paired bootstrap over interactions plus the seed-to-seed
+  error of the mean (a t draw). Rows pair because every strategy and seed ranks the same
+  candidates for the same interaction (`learner.eval_seed`). With one seed it is the
+  ordinary paired bootstrap over interactions.
 """
 from __future__ import annotations
 
@@ -52,26 +50,34 @@ def t_interval(values, level: float = LEVEL) -> Interval:
 def paired_bootstrap(diffs, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
                      batch: int = 50) -> Interval:
     """`diffs[s, i]`: strategy A's gain minus B's on interaction i under seed s (one row per
-    seed, the same interactions in every row). Returns the mean difference and the
-    percentile interval of its two-level bootstrap: each replicate draws N seeds and n
-    interactions with replacement and averages the drawn cells (the interaction draw is
-    shared by the drawn seeds, as the interactions are)."""
+    seed, the same interactions in every row). Returns the mean difference and a percentile
+    interval from replicates with two independent parts:
+
+    - interactions: a paired bootstrap of the interactions (n drawn with replacement) of the
+      seed-averaged differences, centred on its mean;
+    - seeds (N >= 2): the mean's seed-to-seed error, s_d / sqrt(N) times a Student t draw with
+      N - 1 degrees of freedom, where s_d is the standard deviation of the N per-seed mean
+      differences (the interactions are shared, so their spread is the seeds' alone).
+
+    Resampling N seeds with replacement instead would shrink the seed variance by (N-1)/N
+    and its tails to N values: with 2-3 seeds, intervals far too narrow. With one seed
+    this is the ordinary paired bootstrap over interactions."""
     d = np.atleast_2d(np.asarray(diffs, dtype=np.float64))
     n_seeds, n = d.shape
     mean = float(d.mean()) if d.size else float("nan")
     if n == 0:
         return Interval(mean, float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
+    per_interaction = d.mean(axis=0)
     replicates = np.empty(n_boot)
     for lo in range(0, n_boot, batch):
         b = min(batch, n_boot - lo)
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)])  # (b, n)
-        per_seed = counts @ d.T / n  # (b, n_seeds): each seed's mean over the drawn interactions
-        if n_seeds > 1:
-            picks = rng.integers(0, n_seeds, (b, n_seeds))
-            replicates[lo:lo + b] = np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
-        else:
-            replicates[lo:lo + b] = per_seed[:, 0]
+        replicates[lo:lo + b] = counts @ per_interaction / n
+    replicates += mean - per_interaction.mean()  # (the same number; kept exact for one seed)
+    if n_seeds > 1:
+        spread = float(d.mean(axis=1).std(ddof=1))
+        replicates += rng.standard_t(n_seeds - 1, n_boot) * spread / np.sqrt(n_seeds)
     tail = (1 - level) / 2
     lo_q, hi_q = np.quantile(replicates, [tail, 1 - tail])
     return Interval(mean, float(lo_q), float(hi_q))
