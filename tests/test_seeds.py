@@ -129,4 +129,18 @@ def test_rtsim_run_seeds_2_on_tiny_end_to_end(tmp_path):
     assert "| sml − fine_tune |" in summary and "| sml − spmf |" in summary
     assert "Not computed" not in summary
     report = (root / "report.md").read_text()
-    assert "- seeds: 0, 1" in report and "min" in report and (root / "plots" / "ndcg.png").is_file()
+    assert "- seeds: 0, 1" in report and "lowest to the highest seed" in report and (root / "plots" / "ndcg.png").is_file()
+
+
+def test_the_report_of_a_sweep_draws_bands_and_the_sweep_tables(tmp_path):
+    from simulator.report import write_report
+
+    root = tmp_path / "sweep"
+    for seed, shift in ((3, 0.0), (4, 0.02)):
+        (root / f"seed-{seed}").mkdir(parents=True)
+        _frame(shift).to_csv(root / f"seed-{seed}" / "periods.csv", index=False)
+    written = write_report(root)
+    report = (root / "report.md").read_text()
+    assert "- seeds: 3, 4" in report and "lowest to the highest seed" in report and "across seeds" in report
+    assert "Not computed: seed 3 has no per-interaction ranks" in report  # no ranks/ in this fake sweep
+    assert "plots/ndcg.png" in written
