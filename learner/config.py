@@ -140,6 +140,9 @@ class GuardConfig:
 @dataclass(frozen=True)
 class LearnerConfig:
     seed: int = 0
+    # seeds the evaluation candidates alone; None = `seed`. A seed sweep fixes it, so every
+    # seed ranks the same candidates (docs/architecture.md, "Determinism and identity")
+    eval_seed: int | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     # torch intra-op threads. 1 by default: MF trains in many small batches, where extra
     # threads only contend (measured 12x slower with 2 threads on a loaded 2-core box)

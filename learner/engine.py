@@ -10,7 +10,7 @@ import copy
 import threading
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -21,7 +21,7 @@ from learner.evaluation import PeriodMetrics, full_ranks, metrics_from_ranks, ra
 from learner.health import NormGuard, TableHealth, table_health
 from learner.memory import release_free_memory
 from learner.mf import MF, train_mf
-from learner.period import Period, SharedState
+from learner.period import Period, SharedState, stream_rng
 from learner.strategies import REGISTRY, Strategy
 from learner.strategies.base import same_state
 from learner.vocab import Vocabulary, initial_rows
@@ -45,6 +45,9 @@ class StrategyResult:
     health: TableHealth  # of the served tables that were scored
     guard_warning: bool  # the norm guard warned about them (learner/health.py)
     full: PeriodMetrics | None = None  # against every known item, when eval.full_ranking is on
+    # each interaction's rank among its candidates (validation and test periods; the paired
+    # comparisons of a seed sweep resample them: learner/stats.py)
+    ranks: np.ndarray | None = field(default=None, repr=False)
 
 
 class ControlError(ValueError):
@@ -69,6 +72,7 @@ class Engine:
         torch.set_num_threads(cfg.threads)
         self.phases = list(phases)
         self.shared = SharedState(cfg.seed, cfg.device, len(phases), self.phases)
+        self._eval_seed = cfg.seed if cfg.eval_seed is None else cfg.eval_seed
         self.user_vocab = Vocabulary()
         self.item_vocab = Vocabulary()
         self.strategies: dict[str, Strategy] = {}  # every strategy started so far, enabled or not
@@ -114,11 +118,12 @@ class Engine:
             strategy.grow(user_rows, item_rows)
         candidates = sample_eval_candidates(
             shared.history, period.users, period.items, period.n_items_before,
-            self.cfg.eval.negatives, shared.rng("eval", t),
+            self.cfg.eval.negatives, stream_rng(self._eval_seed, "eval", t),
         )
         new_user = period.users >= period.n_users_before
         new_item = period.items >= period.n_items_before
         scored = {}
+        ranks_of = {}
         for name, strategy in active.items():
             start = time.perf_counter()
             user_emb, item_emb = strategy.serving_embeddings()
@@ -126,6 +131,7 @@ class Engine:
             warned = self.guard.check(t, name, health)
             ranks = rank_positives(user_emb, item_emb, period.users, period.items,
                                    candidates.negatives, self.cfg.eval.chunk_rows)
+            ranks_of[name] = ranks
             full = None
             if self.cfg.eval.full_ranking:
                 all_ranks = full_ranks(user_emb, item_emb, shared.history, period.users, period.items,
@@ -156,6 +162,7 @@ class Engine:
                 n_candidates=n_candidates, metrics=metrics,
                 retrain_seconds=retrain_seconds, eval_seconds=eval_seconds, health=health,
                 guard_warning=warned, full=full,
+                ranks=ranks_of[name] if period.phase in ("validation", "test") else None,
             ))
         self._apply_pending(due)
         release_free_memory()  # the period's training buffers are freed: give their pages back

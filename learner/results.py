@@ -69,6 +69,37 @@ class PeriodsCsv:
                 writer.writerow({k: _fmt(v) for k, v in row.items()})
 
 
+RANKS_DIR = "ranks"
+
+
+def save_ranks(run_dir: Path, period: int, results: list[StrategyResult]) -> Path | None:
+    """`ranks/period-<t>.npz`: each strategy's per-interaction ranks on period t (float32, exact
+    for the half-integer ranks below 2^24), for validation and test periods only. Rows follow
+    the period's (ts, user, item) order, the same for every strategy and seed, so they pair."""
+    arrays = {r.strategy: np.asarray(r.ranks, dtype=np.float32) for r in results if r.ranks is not None}
+    if not arrays:
+        return None
+    folder = Path(run_dir) / RANKS_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"period-{period:06d}.npz"
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)  # a period closed again after a resume overwrites it with the same ranks
+    return path
+
+
+def load_ranks(run_dir: Path) -> dict[tuple[str, int], np.ndarray]:
+    """{(strategy, period): ranks} from a run directory's `ranks/` (empty when it has none)."""
+    out = {}
+    for path in sorted((Path(run_dir) / RANKS_DIR).glob("period-*.npz")):
+        if path.name.endswith(".tmp.npz"):  # left by a crash mid-write; the period is re-closed
+            continue
+        period = int(path.stem.split("-")[1])
+        with np.load(path) as data:
+            out.update({(strategy, period): data[strategy] for strategy in data.files})
+    return out
+
+
 def _fmt(value):
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
@@ -168,3 +199,120 @@ def _table2(df: pd.DataFrame, test_periods: list[int]) -> str:
         values = [part.at[strategy, p] for p in test_periods]
         rows.append("| " + " | ".join([strategy] + [f"{v:.2f}" for v in values] + [f"{np.mean(values):.2f}"]) + " |")
     return "\n".join(rows)
+
+
+# --------------------------------------------------------------- seed sweeps (rtsim run --seeds N)
+
+
+def comparison_reference(df: pd.DataFrame) -> str:
+    """SML when it ran, else the strategy that served the first scored period."""
+    strategies = list(df["strategy"].drop_duplicates())
+    if "sml" in strategies:
+        return "sml"
+    served = df[df["serving"] == 1].sort_values("period") if "serving" in df.columns else df.iloc[:0]
+    return str(served["strategy"].iloc[0]) if len(served) else strategies[0]
+
+
+def paired_comparisons(ranks: dict[int, dict[tuple[str, int], np.ndarray]], periods: list[int],
+                       reference: str, others: list[str], k: int) -> tuple[dict, str | None]:
+    """{(other, metric): Interval of reference minus other} over the test interactions of every
+    seed (learner/stats.py, paired_bootstrap); or ({}, why not)."""
+    from learner import stats
+
+    seeds = sorted(ranks)
+    out = {}
+    for other in others:
+        rows: dict[str, list[np.ndarray]] = {"ndcg": [], "recall": []}
+        for seed in seeds:
+            parts = {"ndcg": [], "recall": []}
+            for period in periods:
+                a, b = ranks[seed].get((reference, period)), ranks[seed].get((other, period))
+                if a is None or b is None:
+                    return {}, (f"seed {seed} has no per-interaction ranks of {reference if a is None else other} "
+                                f"for test period {period} (ranks/period-{period:06d}.npz)")
+                if len(a) != len(b):
+                    return {}, f"seed {seed}, period {period}: {reference} and {other} ranked different interactions"
+                ga, gb = stats.gains(a, k), stats.gains(b, k)
+                for metric in parts:
+                    parts[metric].append(ga[metric] - gb[metric])
+            for metric in rows:
+                rows[metric].append(np.concatenate(parts[metric]))
+        for metric, per_seed in rows.items():
+            if len({len(r) for r in per_seed}) != 1:
+                return {}, "the seeds ranked different numbers of test interactions: they cannot be paired"
+            out[(other, metric)] = stats.paired_bootstrap(np.stack(per_seed))
+    return out, None
+
+
+def seeds_summary_markdown(frames: dict[int, pd.DataFrame], ranks: dict[int, dict[tuple[str, int], np.ndarray]],
+                           title: str, ks: tuple[int, ...] = KS, eval_seed: int | None = None) -> str:
+    """summary.md of a seed sweep: Table 1 as the mean over seeds with a 95% t interval, the
+    paired comparisons of the reference strategy (SML) against every other, and Table 2 as
+    the mean over seeds."""
+    from learner import stats
+
+    seeds = sorted(frames)
+    first = frames[seeds[0]]
+    test_periods = sorted(first.loc[first["phase"] == "test", "period"].unique())
+    lines = [f"# {title}", ""]
+    if not test_periods:
+        return "\n".join(lines + ["No test period has closed yet.", ""])
+    n_test = int(first.loc[first["phase"] == "test", "n_interactions"].sum() / max(1, first["strategy"].nunique()))
+    lines += [f"{len(seeds)} seeds (`learner.seed` = {', '.join(map(str, seeds))}), one run each in `seed-<s>/`; "
+              f"every run ranks the same evaluation candidates (`learner.eval_seed` = "
+              f"{eval_seed if eval_seed is not None else 'as each run'}). Test periods: {test_periods[0]}-{test_periods[-1]} "
+              f"({len(test_periods)} periods, {n_test} interactions). 1 positive vs up to 999 sampled negatives "
+              "per interaction.", ""]
+    pooled_by_seed = {seed: pooled(frames[seed]) for seed in seeds}
+    strategies = list(pooled_by_seed[seeds[0]].index)
+    broken = {}
+    for seed in seeds:
+        for strategy, periods in nonfinite_periods(frames[seed]).items():
+            broken.setdefault(strategy, set()).add(seed)
+    metrics = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
+    header = ["Strategy"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for strategy in strategies:
+        cells = [f"{strategy} †" if strategy in broken else strategy]
+        for metric in metrics:
+            values = [pooled_by_seed[s].at[strategy, metric] for s in seeds if strategy in pooled_by_seed[s].index]
+            iv = stats.t_interval(values)
+            cells.append(f"{iv.mean:.4f}" + ("" if np.isnan(iv.lo) else f" [{iv.lo:.4f}, {iv.hi:.4f}]"))
+        rows.append("| " + " | ".join(cells) + " |")
+    lines += ["## Table 1: next-period quality, pooled over test interactions, across seeds", "",
+              "\n".join(rows), "",
+              "Each cell: the mean over seeds of the seed's pooled value [its 95% Student t interval over the "
+              f"{len(seeds)} seed values, n-1 = {len(seeds) - 1} degrees of freedom]. The interval covers the mean over "
+              "random streams (initialisation, shuffles, training negatives) on these candidates; it needs 2 seeds.", ""]
+    for strategy, bad in broken.items():
+        lines += [f"† {strategy} served non-finite rows in test periods under seed(s) "
+                  f"{', '.join(map(str, sorted(bad)))}: it diverged there.", ""]
+    k = max(ks)
+    reference = comparison_reference(first)
+    others = [s for s in strategies if s != reference]
+    lines += [f"## Paired comparisons: {reference} against every other strategy", ""]
+    result, why = paired_comparisons(ranks, test_periods, reference, others, k) if others else ({}, "only one strategy ran")
+    if why:
+        lines += [f"Not computed: {why}.", ""]
+    else:
+        rows = [f"| Comparison | ΔN@{k} | 95% interval | significant | ΔR@{k} | 95% interval | significant |",
+                "|---|---|---|---|---|---|---|"]
+        for other in others:
+            cells = [f"{reference} − {other}"]
+            for metric in ("ndcg", "recall"):
+                iv = result[(other, metric)]
+                cells += [f"{iv.mean:+.4f}", f"[{iv.lo:+.4f}, {iv.hi:+.4f}]", "yes" if iv.excludes_zero else "no"]
+            rows.append("| " + " | ".join(cells) + " |")
+        lines += ["\n".join(rows), "",
+                  f"Δ: {reference}'s pooled test NDCG@{k} (Recall@{k}) minus the other's, averaged over seeds. "
+                  f"Interval: 95% percentile interval of {stats.N_BOOT} two-level replicates (bootstrap seed "
+                  f"{stats.BOOT_SEED}), each the sum of a paired bootstrap over the test interactions (drawn with "
+                  "replacement; the seed-averaged per-interaction differences) and the seed-to-seed error of the "
+                  f"mean (s/√N times a Student t draw with N-1 = {len(seeds) - 1} degrees of freedom, s the spread of "
+                  "the per-seed differences; none with one seed). The rows pair because every strategy and seed "
+                  "ranked the same candidates for the same interaction. Significant: the interval excludes 0.", ""]
+    seconds = pd.concat([frames[s].assign(seed=s) for s in seeds])
+    lines += ["## Table 2: retraining seconds per test period, mean over seeds", "",
+              _table2(seconds.groupby(["strategy", "period"], sort=False, as_index=False)
+                      .agg(retrain_seconds=("retrain_seconds", "mean"), phase=("phase", "first")), test_periods), ""]
+    return "\n".join(lines)

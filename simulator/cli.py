@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bus_options(run)
     _add_serve_options(run, "learner")
     _add_run_options(run)
+    run.add_argument("--seeds", type=int, metavar="N",
+                     help="a seed sweep: N runs with learner.seed = seed, seed+1, ... on the same evaluation "
+                          "candidates, in RUN_DIR/seed-<s>/, with a combined summary.md (mean, 95%% interval, "
+                          "paired comparisons) and report")
     run.set_defaults(func=_cmd_run)
 
     replay = sub.add_parser("replay", help="the replay producer alone: push a prepared log onto the bus",
@@ -271,6 +275,8 @@ def _cmd_run(args) -> int:
     _apply_resume(args)
     cfg = _resolve(args)
     log, cached = _prepare(cfg, args)
+    if args.seeds is not None:
+        return _run_seeds(args, cfg, log, cached)
     run_dir = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset)).create(cfg)
     if args.data_dir:
         run_dir.data_dir_file.write_text(str(Path(args.data_dir).resolve()))
@@ -282,6 +288,23 @@ def _cmd_run(args) -> int:
     print()
     print(run_dir.summary_md.read_text())
     print(f"run directory: {run_dir.path}")
+    return 0
+
+
+def _run_seeds(args, cfg, log, cached) -> int:
+    from simulator.rundir import RunDir, new_run_id
+    from simulator.seeds import run_seeds
+
+    if args.resume:
+        raise ValueError("--seeds with --resume: repeat the sweep with --run-id instead; finished seeds are kept")
+    root = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset))
+    print(f"rtsim run {root.run_id}: seed sweep of {args.seeds} seeds from learner.seed={cfg.learner.seed}, "
+          f"preset {cfg.preset}, {len(log.ts):,} events in {len(log.phases)} periods "
+          f"({'cached' if cached else 'prepared'} log {log.path})", flush=True)
+    path = run_seeds(cfg, log, root, args.seeds, report=_say, keep_serving=args.keep_serving)
+    print()
+    print((path / "summary.md").read_text())
+    print(f"run directory: {path}")
     return 0
 
 

@@ -52,6 +52,7 @@ class Run:
     k: int  # the largest K with NDCG@K and Recall@K columns: what the plots show
     ks: tuple[int, ...]
     notes: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # a seed sweep's seeds (frame has a `seed` column)
 
     @property
     def strategies(self) -> list[str]:
@@ -116,6 +117,10 @@ def write_report(run_dir: Path, note: Callable[[str], None] | None = None) -> di
 
 def load_run(run_dir: Path) -> Run:
     csv_path = run_dir / "periods.csv"
+    from simulator.seeds import is_sweep
+
+    if is_sweep(run_dir):
+        return _load_sweep(run_dir)
     if not csv_path.is_file():
         raise ReportError(f"{run_dir} has no periods.csv: not a run directory (runs/<run-id>/), "
                           "or its run has not started")
@@ -141,6 +146,23 @@ def load_run(run_dir: Path) -> Run:
     preset, schedule = _read_config(run_dir / "config.yaml", notes)
     return Run(path=run_dir, run_id=run_dir.resolve().name, preset=preset, frame=frame, schedule=schedule,
                k=max(ks, default=20), ks=ks, notes=notes)
+
+
+def _load_sweep(run_dir: Path) -> Run:
+    """A seed sweep (RUN_DIR/seed-<s>/): every seed's rows in one frame, with a `seed` column."""
+    import pandas as pd
+
+    from simulator.seeds import seed_dirs
+
+    frames = []
+    for seed, path in seed_dirs(run_dir).items():
+        one = load_run(path)
+        frames.append(one.frame.assign(seed=seed))
+    frame = pd.concat(frames, ignore_index=True)
+    notes: list[str] = []
+    preset, schedule = _read_config(run_dir / "config.yaml", notes)
+    return Run(path=run_dir, run_id=run_dir.resolve().name, preset=preset, frame=frame, schedule=schedule,
+               k=one.k, ks=one.ks, notes=notes, seeds=sorted(seed_dirs(run_dir)))
 
 
 def _read_config(path: Path, notes: list[str]) -> tuple[str, list[str]]:
@@ -170,7 +192,12 @@ def _tables(run: Run) -> str:
         return ""
     if run.frame.empty:
         return ""
-    text = summary_markdown(run.frame, "Summary tables", run.ks)
+    if run.seeds:
+        from simulator.seeds import sweep_summary
+
+        text = sweep_summary(run.path, title="Summary tables", ks=run.ks)
+    else:
+        text = summary_markdown(run.frame, "Summary tables", run.ks)
     # one level down: the tables are a section of the report, not its title
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
 
@@ -238,9 +265,20 @@ def _per_period(fig: Figure, run: Run, column: str, ylabel: str, log: bool = Fal
     periods = np.arange(int(run.frame["period"].min()), int(run.frame["period"].max()) + 1)
     floor = _log_floor(frame[column].to_numpy(float)) if log else None
     handles = []
+    banded = len(run.seeds) > 1
     for strategy in run.strategies:
-        rows = frame[frame["strategy"] == strategy].set_index("period")
-        values = rows[column].reindex(periods).to_numpy(float)  # NaN where absent: the line breaks
+        mine = frame[frame["strategy"] == strategy]
+        if banded:  # the mean line over seeds, and a band from the lowest to the highest seed
+            spread = mine.groupby("period")[column].agg(["mean", "min", "max"]).reindex(periods)
+            rows = mine[mine["seed"] == run.seeds[0]].set_index("period")
+            values = spread["mean"].to_numpy(float)
+            low, high = spread["min"].to_numpy(float), spread["max"].to_numpy(float)
+            if floor is not None:
+                low, high = np.maximum(low, floor), np.maximum(high, floor)
+            ax.fill_between(periods, low, high, color=run.colour(strategy), alpha=0.22, linewidth=0)
+        else:
+            rows = mine.set_index("period")
+            values = rows[column].reindex(periods).to_numpy(float)  # NaN where absent: the line breaks
         label = strategy
         if floor is not None and (values <= 0).any():
             values = np.where(values <= 0, floor, values)
@@ -253,6 +291,10 @@ def _per_period(fig: Figure, run: Run, column: str, ylabel: str, log: bool = Fal
     if "serving" in frame.columns:
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=10, markerfacecolor="none",
                               markeredgecolor="black", label="serving in this period"))
+    if banded:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="gray", alpha=0.3, label=f"min–max over {len(run.seeds)} seeds (line: mean)"))
     if log:
         ax.set_yscale("log")
     _phase_bands(ax, run)
@@ -406,6 +448,8 @@ def _markdown(run: Run, tables: str, plots: list[Plot]) -> str:
              f"- preset: `{run.preset}`",
              f"- status: {status}",
              f"- strategies: {', '.join(f'`{s}`' for s in run.strategies) or 'none yet'}"]
+    if run.seeds:
+        lines.append(f"- seeds: {', '.join(map(str, run.seeds))} (one run each in `seed-<s>/`)")
     if "serving" in frame.columns and not frame.empty:
         lines.append(f"- serving: {_serving_spans(frame)}")
     lines.append("")
@@ -415,7 +459,10 @@ def _markdown(run: Run, tables: str, plots: list[Plot]) -> str:
         lines += [tables.strip(), ""]
     if plots:
         lines += ["## Plots", "", "Per-period plots shade the phases (pretrain, online, validation, test); "
-                  "a black circle marks the strategy serving in that period.", ""]
+                  "a black circle marks the strategy serving in that period."
+                  + (f" Seed sweep: each line is the mean over the {len(run.seeds)} seeds and its band spans the "
+                     "lowest to the highest seed; the other plots pool every seed's rows." if len(run.seeds) > 1 else ""),
+                  ""]
         for plot in plots:
             lines += [f"### {plot.title}", "", f"![{plot.title}](plots/{plot.file})", "", f"*Look for:* {plot.caption}", ""]
     return "\n".join(lines)
@@ -431,7 +478,7 @@ def _phase_at(frame: pd.DataFrame, period: int) -> str:
 
 def _serving_spans(frame: pd.DataFrame) -> str:
     """`sml` (4–9), `fine_tune` (10–15): who served which periods, swaps included."""
-    served = frame[frame["serving"] == 1].sort_values("period")
+    served = frame[frame["serving"] == 1].drop_duplicates(["period", "strategy"]).sort_values("period")
     spans: list[list] = []
     for period, strategy in zip(served["period"], served["strategy"]):
         if spans and spans[-1][0] == strategy and spans[-1][2] == period - 1:

@@ -14,8 +14,7 @@ from learner.checkpoint import CheckpointStore
 from learner.engine import Engine, StrategyResult
 from learner.exposition import RunLabels, bus_kind
 from learner.metrics import LearnerMetrics, MetricsPortInUse, serve
-from learner.results import PeriodsCsv, summary_markdown
-from simulator.stream import StreamLearner, find_manifest
+from learner.results import PeriodsCsv, save_ranks, summary_markdown
 from replay_data.prepared import PreparedLog
 from simulator.bus import Bus, open_bus, wire
 from simulator.config import RunConfig
@@ -27,6 +26,7 @@ from simulator.ports import PortPlan, plan_port
 from simulator.producer import ReplayProducer, ReplaySettings
 from simulator.report import write_report
 from simulator.rundir import RunDir
+from simulator.stream import StreamLearner, find_manifest
 from simulator.targets import write_target
 
 Report = Callable[[str], None]
@@ -148,6 +148,7 @@ class RunRecorder:
 
     def on_period(self, t: int, phase: str, n_events: int, results: list[StrategyResult]) -> None:
         self.csv.append(results)
+        save_ranks(self.run_dir.path, t, results)
         if self.engine.base_model is not None and not self.run_dir.base_model.exists():
             self.run_dir.save_base_model(self.engine)
         self.report(progress_line(t, phase, n_events, results, time.perf_counter() - self.started))

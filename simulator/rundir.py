@@ -19,9 +19,11 @@ def new_run_id(preset: str) -> str:
 
 
 class RunDir:
-    def __init__(self, root: str | Path, run_id: str) -> None:
+    def __init__(self, root: str | Path, run_id: str, folder: str | None = None) -> None:
+        """folder: the directory's name under root, when it is not the run id (a seed of a
+        sweep: its run id, and so its topic names, stay unique across sweeps)."""
         self.run_id = run_id
-        self.path = Path(root) / run_id
+        self.path = Path(root) / (folder or run_id)
         self.fresh = False  # create() made the directory
 
     def create(self, cfg: RunConfig) -> "RunDir":
