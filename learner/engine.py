@@ -12,6 +12,7 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 
