@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from learner import mf_native
 from learner.config import TrainSpec
 from learner.tables import EmbeddingTable
 
@@ -87,18 +88,34 @@ def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: 
     """spec.epochs passes of row-sparse Adam over (users, items), fresh negatives per epoch."""
     if len(users) == 0:
         return
-    device = model.users.weight.device
-    users_t = torch.as_tensor(users, dtype=torch.int64, device=device)
-    items_t = torch.as_tensor(items, dtype=torch.int64, device=device)
     plan = batches or (lambda g: shuffled_batches(len(users), spec.batch, g))
+    run_epoch = epoch_runner(model.users.weight.device)
     for _ in range(spec.epochs):
         order, negatives, bounds = epoch_rows(users, plan(rng), sample_negatives, rng)
-        # one copy to the device and one gather per epoch; each batch is then a view
-        order_t = torch.as_tensor(order, device=device)
-        u, i = users_t.index_select(0, order_t), items_t.index_select(0, order_t)
-        j = torch.as_tensor(negatives, device=device)
-        for lo, hi in bounds:
-            mf_step(model, u[lo:hi], i[lo:hi], j[lo:hi], spec)
+        run_epoch(model, users[order], items[order], negatives, bounds, spec)
+
+
+EpochRunner = Callable[[MF, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]], TrainSpec], None]
+
+
+def epoch_runner(device: torch.device) -> EpochRunner:
+    """The compiled loop on the CPU; torch's batched kernels on a GPU, where they pay off."""
+    return native_epoch if device.type == "cpu" else torch_epoch
+
+
+def native_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]],
+                 spec: TrainSpec) -> None:
+    ends = np.fromiter((hi for _, hi in bounds), np.int64, len(bounds))
+    mf_native.train_epoch(model.users, model.items, u, i, j, ends, spec.lr, spec.l2)
+
+
+def torch_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]],
+                spec: TrainSpec) -> None:
+    """One mf_step per batch; one copy to the device per epoch, each batch is then a view."""
+    device = model.users.weight.device
+    u_t, i_t, j_t = (torch.as_tensor(a, dtype=torch.int64, device=device) for a in (u, i, j))
+    for lo, hi in bounds:
+        mf_step(model, u_t[lo:hi], i_t[lo:hi], j_t[lo:hi], spec)
 
 
 def epoch_rows(users: np.ndarray, batches: Iterable[np.ndarray], sample_negatives: NegativeSampler,
