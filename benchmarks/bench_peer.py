@@ -2,12 +2,13 @@
 
 Same data (random interactions over Yelp-sized tables), d = 64, one thread each, run
 interleaved, medians of --repeats rounds after a warm-up:
-  rtsim     one train_mf epoch on the CPU (shuffle, uniform negatives, BCE + row-sparse Adam)
-  implicit  one BPR epoch (implicit.cpu.bpr.bpr_update: SGD, negatives checked against likes)
+  rtsim        one train_mf epoch on the CPU (shuffle, uniform negatives, BCE + row-sparse Adam)
+  implicit     one BPR epoch (implicit.cpu.bpr.bpr_update: SGD, negatives checked against likes)
   rtsim-torch  (--torch) the same epoch through the torch step, the path kept for CUDA
-  rows      random 64-float rows read, changed and written back (x[r] += 1) over tables
-            as large as rtsim's six arrays: the memory system's rate for this access pattern
-Rates are interaction-updates per second (implicit: one per distinct like, its epoch); the issue's target is rtsim / implicit >= 0.4.
+  rows         random 64-float rows read, changed and written back (x[r] += 1) over tables
+               as large as rtsim's six arrays: the memory system's rate for this access pattern
+Rates are interaction-updates per second (implicit: one per distinct like, its epoch); the
+issue's target is rtsim / implicit >= 0.4.
 Per update rtsim reads and writes 9 rows (weights, first and second moments of u, i and
 j) where implicit touches 3, so the step is also reported as a fraction of `rows`.
 
