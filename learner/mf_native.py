@@ -9,37 +9,21 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
+from learner.native import prefetch
 from learner.tables import EmbeddingTable
 
 F32 = np.float32
 AHEAD = 8  # rows prefetched ahead: the loop is bound by random-row latency, not arithmetic
 
 
-@intrinsic
-def _prefetch(typingctx, table, row, col):
-    """Hint the CPU to fetch the cache line holding table[row, col], for writing."""
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, args[1:], wraparound=False)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])  # write, keep, data
-        return context.get_dummy_value()
-    return types.void(table, row, col), codegen
-
-
 @numba.njit(cache=True, error_model="numpy")
 def _prefetch_rows(a: np.ndarray, ra: int, b: np.ndarray, rb: int, c: np.ndarray, rc: int) -> None:
     """a[ra], b[rb] and c[rc]: fetched together, their latencies overlap."""
     for col in range(0, a.shape[1], 16):  # 16 float32 per 64-byte line
-        _prefetch(a, ra, col)
-        _prefetch(b, rb, col)
-        _prefetch(c, rc, col)
+        prefetch(a[ra], col)
+        prefetch(b[rb], col)
+        prefetch(c[rc], col)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})

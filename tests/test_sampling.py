@@ -94,3 +94,15 @@ def test_history_membership_and_user_items():
     rows, items = history.user_items(np.array([2, 0, 7]))
     assert sorted(zip(rows.tolist(), items.tolist())) == [(0, 1), (1, 1), (1, 5)]
     assert history.period_slice(1, 1)[0].tolist() == [1, 0]
+
+
+@given(st.integers(0, 2**16), st.integers(0, 3))
+def test_history_membership_equals_a_set_lookup(seed, n_periods):
+    rng = np.random.default_rng(seed)
+    history = History()
+    for _ in range(n_periods):  # the per-user index is rebuilt after every extend
+        history.extend(rng.integers(0, 30, 200), rng.integers(0, 50, 200))
+    known = set(zip(history.users.tolist(), history.items.tolist()))
+    users, items = rng.integers(0, 40, (2, 3000))  # users 30-39 are in no history
+    expected = np.array([(u, i) in known for u, i in zip(users.tolist(), items.tolist())]).reshape(50, 60)
+    assert np.array_equal(history.contains(users.reshape(50, 60), items.reshape(50, 60)), expected)
