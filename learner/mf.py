@@ -1,7 +1,7 @@
 """Matrix factorisation scored by dot product, trained with BCE and one sampled negative."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -67,24 +67,27 @@ def mf_gradients(pu: torch.Tensor, qi: torch.Tensor, qj: torch.Tensor, l2: float
     return g_u, g_i, g_j
 
 
-def shuffled_batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    order = rng.permutation(n)
-    for lo in range(0, n, batch):
-        yield order[lo : lo + batch]
+Plan = tuple[np.ndarray, np.ndarray]  # rows in training order, and where each batch ends
 
 
-def weighted_batches(weights: np.ndarray, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def shuffled_batches(n: int, batch: int, rng: np.random.Generator) -> Plan:
+    """A permutation of the n rows in batches of `batch` (the last one shorter)."""
+    return rng.permutation(n), np.minimum(np.arange(batch, n + batch, batch), n)
+
+
+def weighted_batches(weights: np.ndarray, batch: int, rng: np.random.Generator) -> Plan:
     """round(N / batch) batches of rows drawn with replacement by weight (SPMF)."""
     cdf = np.cumsum(weights, dtype=np.float64)
     cdf /= cdf[-1]
-    for _ in range(max(1, round(len(cdf) / batch))):
-        # inverse-CDF draws: one O(batch log N) search instead of rng.choice's O(N) per batch
-        yield np.minimum(np.searchsorted(cdf, rng.random(batch), side="right"), len(cdf) - 1)
+    n_batches = max(1, round(len(cdf) / batch))
+    # inverse-CDF draws, all batches at once: the same numbers as one draw per batch
+    rows = np.minimum(np.searchsorted(cdf, rng.random(n_batches * batch), side="right"), len(cdf) - 1)
+    return rows, np.arange(batch, (n_batches + 1) * batch, batch)
 
 
 def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: NegativeSampler,
              spec: TrainSpec, rng: np.random.Generator,
-             batches: Callable[[np.random.Generator], Iterator[np.ndarray]] | None = None) -> None:
+             batches: Callable[[np.random.Generator], Plan] | None = None) -> None:
     """spec.epochs passes of row-sparse Adam over (users, items), fresh negatives per epoch."""
     if len(users) == 0:
         return
@@ -118,19 +121,16 @@ def torch_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: 
         mf_step(model, u_t[lo:hi], i_t[lo:hi], j_t[lo:hi], spec)
 
 
-def epoch_rows(users: np.ndarray, batches: Iterable[np.ndarray], sample_negatives: NegativeSampler,
+def epoch_rows(users: np.ndarray, plan: Plan, sample_negatives: NegativeSampler,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """One epoch's batches laid end to end: (row order, one negative per row, each batch's
     [lo, hi) in both).
 
-    The negatives are drawn for the whole epoch at once: one vectorised draw, whose
-    history lookups run sorted, costs a fraction of one draw per batch.
+    The negatives are drawn for the whole epoch at once: one vectorised draw costs a
+    fraction of one draw per batch.
     """
-    batches = list(batches)
-    if not batches:
-        return np.empty(0, np.int64), np.empty(0, np.int64), []
-    order = np.concatenate(batches)
-    ends = np.cumsum([len(idx) for idx in batches]).tolist()
+    order, ends = plan
+    ends = ends.tolist()
     return order, sample_negatives(users[order], rng), list(zip([0] + ends[:-1], ends))
 
 
