@@ -77,8 +77,8 @@ def _epoch(p: np.ndarray, mp: np.ndarray, vp: np.ndarray, q: np.ndarray, mq: np.
            lr: float, l2: float, b1: float, b2: float, eps: float) -> None:
     d = p.shape[1]
     width = int(np.max(np.diff(np.concatenate((np.zeros(1, np.int64), ends))))) if len(ends) else 0
-    slots_u = np.full(p.shape[0], -1, np.int64)
-    slots_i = np.full(q.shape[0], -1, np.int64)
+    slots_u = np.full(p.shape[0], -1, np.int32)
+    slots_i = np.full(q.shape[0], -1, np.int32)
     rows_u = np.empty(width, np.int64)
     rows_i = np.empty(2 * width, np.int64)
     g_u = np.empty((width, d), np.float32)
@@ -93,6 +93,9 @@ def _epoch(p: np.ndarray, mp: np.ndarray, vp: np.ndarray, q: np.ndarray, mq: np.
         for r in range(lo, hi):
             if r + AHEAD < hi:
                 _prefetch_rows(p, u[r + AHEAD], q, i[r + AHEAD], q, j[r + AHEAD])
+                prefetch(slots_u, u[r + AHEAD])  # slot indices are random reads too (int32: half the misses)
+                prefetch(slots_i, i[r + AHEAD])
+                prefetch(slots_i, j[r + AHEAD])
             pu, qi, qj = p[u[r]], q[i[r]], q[j[r]]
             d_pos = -inv_b / (F32(1.0) + np.exp(_dot(pu, qi)))  # -σ(-s+) / b
             d_neg = inv_b / (F32(1.0) + np.exp(-_dot(pu, qj)))  # σ(s-) / b
