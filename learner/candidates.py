@@ -102,6 +102,12 @@ def _fill_chunk(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.
         return
     frac = np.min((1.1 * n_neg) / eligible[pending])
     draws = int(np.ceil(-np.max(pool[pending]) * np.log1p(-frac))) + 16
+    _large_pools(out, counts, seen, pool, pending, n_neg, draws, rng)
+
+
+def _large_pools(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.ndarray, pending: np.ndarray,
+                 n_neg: int, draws: int, rng: np.random.Generator) -> None:
+    """Rounds of `draws` candidates per pending row (doubling) until each has n_neg valid."""
     while len(pending):
         cand = np.sort((rng.random((len(pending), draws)) * pool[pending, None]).astype(np.int32), axis=1)
         valid, done = _valid_candidates(seen, pending, cand, n_neg)
