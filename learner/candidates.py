@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from learner.history import History, key_items, pair_keys, user_ranges
@@ -101,15 +102,65 @@ def _fill_chunk(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.
         return
     frac = np.min((1.1 * n_neg) / eligible[pending])
     draws = int(np.ceil(-np.max(pool[pending]) * np.log1p(-frac))) + 16
+    _large_pools(out, counts, seen, pool, pending, n_neg, draws, rng)
+
+
+def _large_pools(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.ndarray, pending: np.ndarray,
+                 n_neg: int, draws: int, rng: np.random.Generator) -> None:
+    """Rounds of `draws` candidates per pending row (doubling) until each has n_neg valid."""
     while len(pending):
         cand = np.sort((rng.random((len(pending), draws)) * pool[pending, None]).astype(np.int32), axis=1)
-        valid = ~seen[pending[:, None], cand]
-        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
-        done = valid.sum(axis=1) >= n_neg
+        valid, done = _valid_candidates(seen, pending, cand, n_neg)
         keys = rng.random((int(done.sum()), draws))
-        keys[~valid[done]] = 2.0  # never picked: random keys live in [0, 1)
+        _bar_invalid(keys, valid, done)
+        # NumPy's argpartition, not a compiled twin: which of the kept values lands in which
+        # column is its choice, and the candidates must stay exactly as they were
         pick = np.argpartition(keys, n_neg - 1, axis=1)[:, :n_neg]
-        out[pending[done]] = np.take_along_axis(cand[done], pick, axis=1)
-        counts[pending[done]] = n_neg
+        _take_picked(out, counts, pending, cand, done, pick)
         pending = pending[~done]
         draws *= 2
+
+
+@numba.njit(cache=True)
+def _valid_candidates(seen: np.ndarray, pending: np.ndarray, cand: np.ndarray,
+                      n_neg: int) -> tuple[np.ndarray, np.ndarray]:
+    """valid: not in the row's history and not a repeat (rows are sorted); done: rows with
+    at least n_neg valid candidates."""
+    valid = np.empty(cand.shape, np.bool_)
+    done = np.empty(len(pending), np.bool_)
+    for r in range(len(pending)):
+        history = seen[pending[r]]
+        n_valid, prev = 0, -1
+        for k in range(cand.shape[1]):
+            c = cand[r, k]
+            ok = (c != prev) & ~history[c]  # no short-circuit: a branch here mispredicts often
+            valid[r, k] = ok
+            n_valid += ok
+            prev = c
+        done[r] = n_valid >= n_neg
+    return valid, done
+
+
+@numba.njit(cache=True)
+def _bar_invalid(keys: np.ndarray, valid: np.ndarray, done: np.ndarray) -> None:
+    """Key 2.0 for the done rows' invalid candidates: never picked, random keys live in [0, 1)."""
+    d = 0
+    for r in range(len(done)):
+        if done[r]:
+            for k in range(keys.shape[1]):
+                if not valid[r, k]:
+                    keys[d, k] = 2.0
+            d += 1
+
+
+@numba.njit(cache=True)
+def _take_picked(out: np.ndarray, counts: np.ndarray, pending: np.ndarray, cand: np.ndarray, done: np.ndarray,
+                 pick: np.ndarray) -> None:
+    d = 0
+    for r in range(len(done)):
+        if done[r]:
+            row = pending[r]
+            for k in range(pick.shape[1]):
+                out[row, k] = cand[r, pick[d, k]]
+            counts[row] = pick.shape[1]
+            d += 1

@@ -1,11 +1,12 @@
 """Matrix factorisation scored by dot product, trained with BCE and one sampled negative."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from learner import mf_native
 from learner.config import TrainSpec
 from learner.tables import EmbeddingTable
 
@@ -66,54 +67,70 @@ def mf_gradients(pu: torch.Tensor, qi: torch.Tensor, qj: torch.Tensor, l2: float
     return g_u, g_i, g_j
 
 
-def shuffled_batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    order = rng.permutation(n)
-    for lo in range(0, n, batch):
-        yield order[lo : lo + batch]
+Plan = tuple[np.ndarray, np.ndarray]  # rows in training order, and where each batch ends
 
 
-def weighted_batches(weights: np.ndarray, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def shuffled_batches(n: int, batch: int, rng: np.random.Generator) -> Plan:
+    """A permutation of the n rows in batches of `batch` (the last one shorter)."""
+    return rng.permutation(n), np.minimum(np.arange(batch, n + batch, batch), n)
+
+
+def weighted_batches(weights: np.ndarray, batch: int, rng: np.random.Generator) -> Plan:
     """round(N / batch) batches of rows drawn with replacement by weight (SPMF)."""
     cdf = np.cumsum(weights, dtype=np.float64)
     cdf /= cdf[-1]
-    for _ in range(max(1, round(len(cdf) / batch))):
-        # inverse-CDF draws: one O(batch log N) search instead of rng.choice's O(N) per batch
-        yield np.minimum(np.searchsorted(cdf, rng.random(batch), side="right"), len(cdf) - 1)
+    n_batches = max(1, round(len(cdf) / batch))
+    # inverse-CDF draws, all batches at once: the same numbers as one draw per batch
+    rows = np.minimum(np.searchsorted(cdf, rng.random(n_batches * batch), side="right"), len(cdf) - 1)
+    return rows, np.arange(batch, (n_batches + 1) * batch, batch)
 
 
 def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: NegativeSampler,
              spec: TrainSpec, rng: np.random.Generator,
-             batches: Callable[[np.random.Generator], Iterator[np.ndarray]] | None = None) -> None:
+             batches: Callable[[np.random.Generator], Plan] | None = None) -> None:
     """spec.epochs passes of row-sparse Adam over (users, items), fresh negatives per epoch."""
     if len(users) == 0:
         return
-    device = model.users.weight.device
-    users_t = torch.as_tensor(users, dtype=torch.int64, device=device)
-    items_t = torch.as_tensor(items, dtype=torch.int64, device=device)
     plan = batches or (lambda g: shuffled_batches(len(users), spec.batch, g))
+    run_epoch = epoch_runner(model.users.weight.device)
     for _ in range(spec.epochs):
         order, negatives, bounds = epoch_rows(users, plan(rng), sample_negatives, rng)
-        # one copy to the device and one gather per epoch; each batch is then a view
-        order_t = torch.as_tensor(order, device=device)
-        u, i = users_t.index_select(0, order_t), items_t.index_select(0, order_t)
-        j = torch.as_tensor(negatives, device=device)
-        for lo, hi in bounds:
-            mf_step(model, u[lo:hi], i[lo:hi], j[lo:hi], spec)
+        run_epoch(model, users[order], items[order], negatives, bounds, spec)
 
 
-def epoch_rows(users: np.ndarray, batches: Iterable[np.ndarray], sample_negatives: NegativeSampler,
+EpochRunner = Callable[[MF, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]], TrainSpec], None]
+
+
+def epoch_runner(device: torch.device) -> EpochRunner:
+    """The compiled loop on the CPU; torch's batched kernels on a GPU, where they pay off."""
+    return native_epoch if device.type == "cpu" else torch_epoch
+
+
+def native_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]],
+                 spec: TrainSpec) -> None:
+    ends = np.fromiter((hi for _, hi in bounds), np.int64, len(bounds))
+    mf_native.train_epoch(model.users, model.items, u, i, j, ends, spec.lr, spec.l2)
+
+
+def torch_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]],
+                spec: TrainSpec) -> None:
+    """One mf_step per batch; one copy to the device per epoch, each batch is then a view."""
+    device = model.users.weight.device
+    u_t, i_t, j_t = (torch.as_tensor(a, dtype=torch.int64, device=device) for a in (u, i, j))
+    for lo, hi in bounds:
+        mf_step(model, u_t[lo:hi], i_t[lo:hi], j_t[lo:hi], spec)
+
+
+def epoch_rows(users: np.ndarray, plan: Plan, sample_negatives: NegativeSampler,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """One epoch's batches laid end to end: (row order, one negative per row, each batch's
     [lo, hi) in both).
 
-    The negatives are drawn for the whole epoch at once: one vectorised draw, whose
-    history lookups run sorted, costs a fraction of one draw per batch.
+    The negatives are drawn for the whole epoch at once: one vectorised draw costs a
+    fraction of one draw per batch.
     """
-    batches = list(batches)
-    if not batches:
-        return np.empty(0, np.int64), np.empty(0, np.int64), []
-    order = np.concatenate(batches)
-    ends = np.cumsum([len(idx) for idx in batches]).tolist()
+    order, ends = plan
+    ends = ends.tolist()
     return order, sample_negatives(users[order], rng), list(zip([0] + ends[:-1], ends))
 
 

@@ -4,7 +4,7 @@ import torch
 
 from learner import tables
 from learner.config import TrainSpec
-from learner.mf import MF, bce_loss, mf_gradients, train_mf
+from learner.mf import MF, bce_loss, mf_gradients, shuffled_batches, train_mf, weighted_batches
 from learner.tables import EmbeddingTable
 from learner.vocab import Vocabulary, initial_rows
 
@@ -99,3 +99,17 @@ def test_vocabulary_grows_in_first_appearance_order():
     assert vocab.register(["b", "a", "b", "c"]) == ["b", "a", "c"]
     assert vocab.register(["c", "d"]) == ["d"]
     assert vocab.lookup(["d", "b"]).tolist() == [3, 0]
+
+
+def test_weighted_batches_draw_the_numbers_of_one_draw_per_batch():
+    weights = np.random.default_rng(3).random(1001)
+    rows, ends = weighted_batches(weights, 64, np.random.default_rng(1))
+    rng, cdf = np.random.default_rng(1), np.cumsum(weights) / weights.sum()
+    per_batch = [np.searchsorted(cdf, rng.random(64), side="right") for _ in range(16)]  # round(1001 / 64)
+    assert np.array_equal(rows, np.concatenate(per_batch)) and ends.tolist() == list(range(64, 1025, 64))
+
+
+def test_shuffled_batches_cover_every_row_once():
+    rows, ends = shuffled_batches(10, 4, np.random.default_rng(0))
+    assert sorted(rows.tolist()) == list(range(10)) and ends.tolist() == [4, 8, 10]
+    assert shuffled_batches(0, 4, np.random.default_rng(0))[1].tolist() == []

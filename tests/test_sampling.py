@@ -110,3 +110,42 @@ def test_period_negatives_are_the_periods_items_outside_the_users_period_items(s
     # every row avoids its user's items in the period, unless that user took all of them
     assert all((u, j) not in taken or own[u] == set(items.tolist()) for u, j in zip(rows.tolist(), neg.tolist()))
     assert np.array_equal(neg, sample(rows, np.random.default_rng(seed)))
+
+
+@given(st.integers(0, 2**16), st.integers(0, 3))
+def test_history_membership_equals_a_set_lookup(seed, n_periods):
+    rng = np.random.default_rng(seed)
+    history = History()
+    for _ in range(n_periods):  # the per-user index is rebuilt after every extend
+        history.extend(rng.integers(0, 30, 200), rng.integers(0, 50, 200))
+    known = set(zip(history.users.tolist(), history.items.tolist()))
+    users, items = rng.integers(0, 40, (2, 3000))  # users 30-39 are in no history
+    expected = np.array([(u, i) in known for u, i in zip(users.tolist(), items.tolist())]).reshape(50, 60)
+    assert np.array_equal(history.contains(users.reshape(50, 60), items.reshape(50, 60)), expected)
+
+
+def _numpy_large_pools(out, counts, seen, pool, pending, n_neg, draws, rng):
+    """The NumPy rounds the compiled ones replaced, kept as the oracle of their output."""
+    while len(pending):
+        cand = np.sort((rng.random((len(pending), draws)) * pool[pending, None]).astype(np.int32), axis=1)
+        valid = ~seen[pending[:, None], cand]
+        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+        done = valid.sum(axis=1) >= n_neg
+        keys = rng.random((int(done.sum()), draws))
+        keys[~valid[done]] = 2.0
+        pick = np.argpartition(keys, n_neg - 1, axis=1)[:, :n_neg]
+        out[pending[done]] = np.take_along_axis(cand[done], pick, axis=1)
+        counts[pending[done]] = n_neg
+        pending = pending[~done]
+        draws *= 2
+
+
+
+def test_eval_candidates_are_the_numpy_implementations_bit_for_bit(monkeypatch):
+    from learner import candidates
+
+    history, users, items = _stream(1, 50_000, 1_300, 200, 5_000)  # large pools, across chunks
+    compiled = sample_eval_candidates(history, users, items, 5_000, 999, np.random.default_rng(3))
+    monkeypatch.setattr(candidates, "_large_pools", _numpy_large_pools)
+    numpy = sample_eval_candidates(history, users, items, 5_000, 999, np.random.default_rng(3))
+    assert np.array_equal(compiled.negatives, numpy.negatives) and np.array_equal(compiled.counts, numpy.counts)
