@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from learner.config import TrainSpec
+from learner.train_spec import TrainSpec
 from learner.tables import EmbeddingTable
 
 NegativeSampler = Callable[[np.ndarray, np.random.Generator], np.ndarray]

@@ -20,7 +20,19 @@ _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
-    """A configuration value or key is not allowed; the message says which and why."""
+    """A configuration value or key is not allowed; the message says which and why.
+
+    `key`, when given, is the key (relative to the section whose `validate()` raised it)
+    that `build` puts in front of the message as a full dotted path."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def not_allowed(key: str, value: Any, allowed: str) -> ConfigError:
+    """The error for one bad value: `key: value is not allowed; allowed`."""
+    return ConfigError(f"{value!r} is not allowed; {allowed}", key=key)
 
 
 def build(cls: type[T], data: dict | None, path: str = "") -> T:
@@ -47,13 +59,18 @@ def build(cls: type[T], data: dict | None, path: str = "") -> T:
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             # a partial section overrides only what it names: keep this field's own defaults
             value = merge(to_dict(default), value)
-        values[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
+        # a field whose type is made at build time (a section built from a registry) names
+        # the function that makes it in its metadata
+        hint = fields[name].metadata.get("type", lambda: hints[name])()
+        values[name] = _coerce(hint, value, f"{path}.{name}" if path else name)
     obj = cls(**values)
     check = getattr(obj, "validate", None)
     if check is not None:
         try:
             check()
         except ConfigError as err:
+            if err.key is not None:
+                raise ConfigError(f"{where}{err.key}: {err}") from None
             raise ConfigError(f"{path or '<root>'}: {err}") from None
     return obj
 

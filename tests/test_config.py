@@ -42,7 +42,7 @@ def test_every_preset_resolves_with_the_designed_periods_and_phases():
 
 def test_preset_specific_learner_settings():
     tiny = resolve("tiny").learner
-    assert tiny.model.dim == 8 and tiny.strategies.sml.rounds == 2 and tiny.strategies.sml_s.rounds == 2
+    assert tiny.model.dim == 8 and tiny.strategies.sml.rounds == 2
     adressa = resolve("adressa").learner.strategies
     assert (adressa.sml.rounds, adressa.sml.step1.epochs, adressa.sml.step2.epochs) == (7, 2, 2)
     # a partial section in a preset keeps the defaults it does not name
@@ -127,7 +127,7 @@ def test_unknown_strategy_names_the_known_ones():
 
 
 def test_serving_strategy_must_be_enabled():
-    with pytest.raises(ConfigError, match=r"strategies\.serving: 'sml' is not enabled; enabled: fine_tune, spmf"):
+    with pytest.raises(ConfigError, match=r"learner\.strategies\.serving: 'sml' is not allowed; serve one of the enabled strategies: fine_tune, spmf"):
         resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune, spmf]"])
     cfg = resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune]",
                                      "learner.strategies.serving=fine_tune"])
