@@ -6,7 +6,7 @@ from typing import Literal
 
 from learner.strategies import StrategiesSection, strategies_section
 from learner.train_spec import TrainSpec
-from replay_data.typed_config import ConfigError
+from replay_data.typed_config import not_allowed
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,12 @@ class ModelConfig:
     dim: int = 64
     # new rows are N(0, init_std^2), drawn from a seed derived from (run seed, raw id)
     init_std: float = 0.1
+
+    def validate(self) -> None:
+        if self.dim < 1:
+            raise not_allowed("dim", self.dim, "the embedding dimension must be >= 1")
+        if not self.init_std > 0:
+            raise not_allowed("init_std", self.init_std, "init_std must be > 0")
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,19 @@ class EvalConfig:
     # full_recall@K / full_ndcg@K columns. Costs one score per known item per interaction.
     full_ranking: bool = False
 
+    def validate(self) -> None:
+        if self.negatives < 1:
+            raise not_allowed("negatives", self.negatives, "negatives must be >= 1 (999 in the paper's protocol)")
+        if not self.ks:
+            raise not_allowed("ks", list(self.ks), "give at least one cut-off K, e.g. [5, 10, 20]")
+        for i, k in enumerate(self.ks):
+            if k < 1:
+                raise not_allowed(f"ks[{i}]", k, "each K must be >= 1")
+            if k in self.ks[:i]:
+                raise not_allowed(f"ks[{i}]", k, "each K may be listed once")
+        if self.chunk_rows < 1:
+            raise not_allowed("chunk_rows", self.chunk_rows, "chunk_rows must be >= 1")
+
 
 @dataclass(frozen=True)
 class CheckpointConfig:
@@ -34,8 +53,9 @@ class CheckpointConfig:
     keep: int = 3  # newest checkpoints kept
 
     def validate(self) -> None:
-        if self.every < 1 or self.keep < 1:
-            raise ConfigError(f"checkpoint.every and checkpoint.keep must be >= 1, got {self}")
+        for key in ("every", "keep"):
+            if getattr(self, key) < 1:
+                raise not_allowed(key, getattr(self, key), f"{key} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,7 @@ class GuardConfig:
 
     def validate(self) -> None:
         if not self.norm_growth > 1:
-            raise ConfigError(f"guard.norm_growth must be > 1, got {self.norm_growth}")
+            raise not_allowed("norm_growth", self.norm_growth, "norm_growth must be > 1")
 
 
 @dataclass(frozen=True)
@@ -64,3 +84,9 @@ class LearnerConfig:
                                           metadata={"type": strategies_section})
     checkpoint: CheckpointConfig = CheckpointConfig()
     guard: GuardConfig = GuardConfig()
+
+    def validate(self) -> None:
+        if self.threads < 1:
+            raise not_allowed("threads", self.threads, "threads must be >= 1")
+        if self.seed < 0:
+            raise not_allowed("seed", self.seed, "the seed must be >= 0")

@@ -5,7 +5,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
-class MalformedInputError(ValueError):
+class InputError(ValueError):
+    """The input cannot be read as asked (an unreadable header, an absent column, no events
+    in the schedule's range): the user's to fix, reported in one line."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """The input file or folder (or prepared log) does not exist."""
+
+
+class MalformedInputError(InputError):
     """Raised on the first malformed record when reading in strict mode."""
 
 
