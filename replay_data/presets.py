@@ -1,8 +1,12 @@
-"""Presets: named YAML configs in configs/, and the phases of a run's periods."""
+"""Presets: named YAML configs shipped as package data in replay_data/preset_files/, and the
+phases of a run's periods."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,9 @@ from replay_data.readers import check_options
 from replay_data.schedules import check_schedule
 from replay_data.typed_config import ConfigError, load_yaml_text, not_allowed
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# the preset YAML files, package data read through importlib.resources (a wheel install has
+# them too)
+PRESET_FILES = resources.files(__package__) / "preset_files"
 PHASES = ("pretrain", "online", "validation", "test")
 
 
@@ -127,19 +133,19 @@ def check_synthetic_options(dataset: str, options: dict[str, Any]) -> None:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted(p.name.removesuffix(".yaml") for p in PRESET_FILES.iterdir() if p.name.endswith(".yaml"))
 
 
 def load_preset(name: str) -> dict:
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.exists():
+    path = PRESET_FILES / f"{name}.yaml"
+    if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
     return load_yaml(path)
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path | Traversable) -> dict:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text() if isinstance(path, (str, os.PathLike)) else path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read the configuration {path}: {err.strerror}") from None
     try:

@@ -62,6 +62,8 @@ def read(dataset: str, path: str | os.PathLike, rejects: Rejects,
     return reader(path, rejects, **options)
 
 
+__all__ = ["READERS", "READER_HELP", "Reader", "check_options", "read"]
+
 # keyword arguments a reader gets from the caller, not from data.reader
 _CALLER_OPTIONS = frozenset({"progress"})
 
