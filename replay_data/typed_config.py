@@ -50,8 +50,10 @@ def build(cls: type[T], data: dict | None, path: str = "") -> T:
     # YAML keys need not be text (`1:`, `on:`), so sort by their text
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
+        hint = getattr(cls, "unknown_key_hint", "")  # a section may say where such keys belong
         raise ConfigError(
-            f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(sorted(fields))}", located=True
+            f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(sorted(fields))}"
+            + (f" ({hint})" if hint else ""), located=True
         )
     missing = [name for name, f in fields.items() if name not in data
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -257,7 +257,8 @@ REFUSED = [
     ("tiny", ["learner.pretrain.batch=0"], "learner.pretrain.batch: 0 is not allowed; batch must be >= 1"),
     ("tiny", ["learner.strategies.sml.rounds=0"], "learner.strategies.sml.rounds: 0 is not allowed"),
     ("tiny", ["learner.strategies.sml_s.rounds=3"],
-     "unknown key learner.strategies.sml_s.rounds; allowed keys here: frozen_step1_epochs"),
+     "unknown key learner.strategies.sml_s.rounds; allowed keys here: frozen_step1_epochs "
+     "(SML-S reads every other setting from learner.strategies.sml)"),
     ("tiny", ["learner.checkpoint.keep=0"], "learner.checkpoint.keep: 0 is not allowed; keep must be >= 1"),
     ("tiny", ["serve.control_port=-1"], "serve.control_port: -1 is not allowed; a port is 0"),
     ("tiny", ["replay.partitions=0"], "replay.partitions: 0 is not allowed; partitions must be >= 1"),

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -78,6 +78,7 @@ class SmlSConfig:
 
     # step-1 epochs per period once the transfer is frozen (validation and test)
     frozen_step1_epochs: int = 2
+    unknown_key_hint: ClassVar[str] = "SML-S reads every other setting from learner.strategies.sml"
 
     def validate(self) -> None:
         if self.frozen_step1_epochs < 0:
