@@ -305,7 +305,7 @@ def _apply_resume(args) -> None:
     run_dir = Path(args.resume)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--resume {run_dir} is not a run directory (no config.yaml); give the folder "
-                                "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
+                          "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
     args.run_id, args.runs_dir = run_dir.name, str(run_dir.parent)
     args.config = args.config or str(run_dir / "config.yaml")
 
