@@ -10,8 +10,8 @@ FROM python:3.11-slim
 ARG TORCH_VERSION=2.9.1
 ARG TORCH_INDEX_URL=
 
-# PYTHONPATH: run from the source tree. Presets live in configs/ beside the packages, and a
-# non-editable install does not copy that folder into site-packages.
+# PYTHONPATH: run from the source tree (the installed copy is the same code; presets are
+# package data of replay_data either way).
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -35,7 +35,6 @@ RUN mkdir -p replay_data simulator learner \
     && pip uninstall -y rtsim \
     && rm -rf replay_data simulator learner build rtsim.egg-info
 
-COPY configs ./configs
 COPY replay_data ./replay_data
 COPY learner ./learner
 COPY simulator ./simulator

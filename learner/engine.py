@@ -218,7 +218,7 @@ class Engine:
             self.base_model = MF.from_state(state["base_model"], self.device)
         self.strategies = {}
         for name, strategy_state in state["strategies"].items():
-            strategy = REGISTRY[name](getattr(self.cfg.strategies, name), self.shared)
+            strategy = REGISTRY[name].from_settings(self.cfg.strategies, self.shared)
             strategy.load_state_dict(strategy_state)
             self.strategies[name] = strategy
         control = state["control"]
@@ -303,7 +303,7 @@ class Engine:
                       self._rows(self.item_vocab.ids[items.shape[0]:], "item"))
 
     def _new_strategy(self, name: str, base: MF) -> Strategy:
-        strategy = REGISTRY[name](getattr(self.cfg.strategies, name), self.shared)
+        strategy = REGISTRY[name].from_settings(self.cfg.strategies, self.shared)
         strategy.start(base)
         return strategy
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from learner import mf_native
-from learner.config import TrainSpec
+from learner.train_spec import TrainSpec
 from learner.tables import EmbeddingTable
 
 NegativeSampler = Callable[[np.ndarray, np.random.Generator], np.ndarray]

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from replay_data import readers, synthetic
 from replay_data.preprocess import apply_steps
 from replay_data.presets import DataConfig, default_phases
-from replay_data.rejects import Rejects
+from replay_data.rejects import MissingInputError, Rejects
 from replay_data.schedules import BULK_RULE, Schedule, build_schedule, bulk, empty_periods, period_counts
 from replay_data.typed_config import ConfigError, to_dict
 
@@ -137,7 +137,7 @@ def prepare(data: DataConfig, cache_root: Path | None = None, *, progress: bool 
 def load(path: str | Path) -> PreparedLog:
     path = Path(path)
     if not (path / "manifest.json").exists():
-        raise FileNotFoundError(f"{path} is not a prepared log (no manifest.json); run `rtsim prepare` first")
+        raise MissingInputError(f"{path} is not a prepared log (no manifest.json); run `rtsim prepare` first")
     manifest = json.loads((path / "manifest.json").read_text())
     events = pq.read_table(path / "events.parquet")
     return PreparedLog(
@@ -214,7 +214,7 @@ def _schedule(data: DataConfig, ts: np.ndarray) -> Schedule:
 
 def _source_files(path: Path) -> list[Path]:
     if not path.exists():
-        raise FileNotFoundError(f"input {path} does not exist")
+        raise MissingInputError(f"input {path} does not exist")
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
 
 

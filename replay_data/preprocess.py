@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from replay_data.typed_config import ConfigError
+
 _KEY = ["ts", "user", "item"]
 _KEEP = ("first", "last", "all")
 
@@ -32,9 +34,9 @@ def _int_or_none(name: str, value: Any, minimum: int | None = None) -> int | Non
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -59,7 +61,7 @@ def time_window(
     start = _int_or_none("time_window.start", start)
     end = _int_or_none("time_window.end", end)
     if start is not None and end is not None and start >= end:
-        raise ValueError(f"time_window.start ({start}) must be before time_window.end ({end})")
+        raise ConfigError(f"time_window.start ({start}) must be before time_window.end ({end})")
     _check_columns(df)
     ts = df["ts"].to_numpy()
     keep = np.ones(len(df), dtype=bool)
@@ -97,7 +99,7 @@ def repeat_policy(df: pd.DataFrame, keep: str = "first", *, records: list[dict] 
     "first"/"last" go by ts; equal timestamps are ordered by input position.
     """
     if keep not in _KEEP:
-        raise ValueError(f"repeat_policy.keep must be one of {list(_KEEP)}, got {keep!r}")
+        raise ConfigError(f"repeat_policy.keep must be one of {list(_KEEP)}, got {keep!r}")
     _check_columns(df)
     if keep == "all":
         return _finish(df, np.ones(len(df), dtype=bool), records, "repeat_policy", keep=keep)
@@ -129,7 +131,7 @@ def kcore(
     min_user = _int_or_none("kcore.min_user", min_user, minimum=0)
     min_item = _int_or_none("kcore.min_item", min_item, minimum=0)
     if not isinstance(iterate, bool):
-        raise ValueError(f"kcore.iterate must be true or false, got {iterate!r}")
+        raise ConfigError(f"kcore.iterate must be true or false, got {iterate!r}")
     _check_columns(df)
     sides = [(_codes(df[col]), k) for col, k in (("user", min_user), ("item", min_item)) if k > 1]
     alive = np.ones(len(df), dtype=bool)
@@ -172,22 +174,22 @@ def apply_steps(df: pd.DataFrame, steps_config: Mapping[str, Any]) -> tuple[pd.D
     The order of the keys does not matter.
     """
     if not isinstance(steps_config, Mapping):
-        raise ValueError(f"preprocessing steps must be a mapping of step name to parameters, got {steps_config!r}")
+        raise ConfigError(f"preprocessing steps must be a mapping of step name to parameters, got {steps_config!r}")
     unknown = sorted(set(steps_config) - set(_STEPS))
     if unknown:
-        raise ValueError(f"unknown preprocessing step {unknown[0]!r}; allowed: {', '.join(STEP_ORDER)}")
+        raise ConfigError(f"unknown preprocessing step {unknown[0]!r}; allowed: {', '.join(STEP_ORDER)}")
     plan = []
     for name, step in _STEPS.items():
         value = steps_config.get(name)
         if value is None or value is False:
             continue
         if value is not True and not isinstance(value, Mapping):
-            raise ValueError(f"step {name!r}: expected true, false or a mapping of parameters, got {value!r}")
+            raise ConfigError(f"step {name!r}: expected true, false or a mapping of parameters, got {value!r}")
         params = {} if value is True else dict(value)
         allowed = _step_params(step)
         bad = sorted(set(params) - set(allowed))
         if bad:
-            raise ValueError(f"unknown parameter '{name}.{bad[0]}'; allowed for {name}: {allowed or 'none'}")
+            raise ConfigError(f"unknown parameter '{name}.{bad[0]}'; allowed for {name}: {allowed or 'none'}")
         # dry run on zero rows: a bad value fails here, before any real work
         step(df.iloc[:0], **params)
         plan.append((step, params))

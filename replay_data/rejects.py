@@ -5,8 +5,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
-class MalformedInputError(ValueError):
-    """Raised on the first malformed record in strict mode, and for an unreadable input file."""
+class InputError(ValueError):
+    """The input cannot be read as asked (an unreadable header, an absent column, no events
+    in the schedule's range): the user's to fix, reported in one line."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """The input file or folder (or prepared log) does not exist."""
+
+
+class MalformedInputError(InputError):
+    """Raised on the first malformed record in strict mode, and for an unreadable input
+    file (a damaged archive)."""
 
 
 @dataclass

@@ -23,6 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from replay_data.rejects import InputError
+from replay_data.typed_config import ConfigError
+
 _SLOT = re.compile(r"(\d{1,2}):(\d{2})")
 
 
@@ -31,7 +34,7 @@ def _as_ts(ts: Any) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError("timestamps must be a 1-D array of unix seconds")
     if arr.size == 0:
-        raise ValueError("cannot build a schedule from an empty log")
+        raise InputError("cannot build a schedule from an empty log")
     if arr.dtype.kind not in "iu":
         raise ValueError(f"timestamps must be integer unix seconds, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
@@ -40,9 +43,9 @@ def _as_ts(ts: Any) -> np.ndarray:
 def _int(name: str, value: Any, minimum: int | None = None) -> int:
     # bool is an int subclass; `days: true` in a config is a mistake, not 1
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -50,21 +53,21 @@ def _zone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValueError(f"unknown time zone {tz!r} (use an IANA name like 'Europe/Oslo' or 'UTC')") from None
+        raise ConfigError(f"unknown time zone {tz!r} (use an IANA name like 'Europe/Oslo' or 'UTC')") from None
 
 
 def _parse_slots(slots: Sequence[str]) -> list[int]:
     """'HH:MM' strings -> minutes after local midnight, strictly increasing."""
     if isinstance(slots, str) or len(slots) == 0:
-        raise ValueError(f"slots must be a non-empty list of 'HH:MM' strings, got {slots!r}")
+        raise ConfigError(f"slots must be a non-empty list of 'HH:MM' strings, got {slots!r}")
     minutes = []
     for slot in slots:
         match = _SLOT.fullmatch(slot) if isinstance(slot, str) else None
         if match is None or int(match[1]) > 23 or int(match[2]) > 59:
-            raise ValueError(f"slot {slot!r} is not a time of day 'HH:MM' between 00:00 and 23:59")
+            raise ConfigError(f"slot {slot!r} is not a time of day 'HH:MM' between 00:00 and 23:59")
         minutes.append(int(match[1]) * 60 + int(match[2]))
     if any(b <= a for a, b in zip(minutes, minutes[1:])):
-        raise ValueError(f"slots must be strictly increasing within the day, got {list(slots)}")
+        raise ConfigError(f"slots must be strictly increasing within the day, got {list(slots)}")
     return minutes
 
 
@@ -73,7 +76,7 @@ def _start_day(start: Any, zone: ZoneInfo) -> dt.date:
         try:
             return dt.date.fromisoformat(start)
         except ValueError:
-            raise ValueError(f"start {start!r} is not a date 'YYYY-MM-DD'") from None
+            raise ConfigError(f"start {start!r} is not a date 'YYYY-MM-DD'") from None
     if isinstance(start, dt.date) and not isinstance(start, dt.datetime):
         return start  # YAML loads an unquoted 2017-01-01 as a date
     return dt.datetime.fromtimestamp(_int("start", start), zone).date()
@@ -128,14 +131,14 @@ def daily_slots(
     else:
         n_days = _int("days", days, minimum=1)
     if n_days < 1:
-        raise ValueError(f"start {start!r} is after the last event")
+        raise InputError(f"start {start!r} is after the last event")
     edges = [_local_to_utc(first_day + dt.timedelta(days=d), m, zone) for d in range(n_days) for m in minutes]
     edges.append(_local_to_utc(first_day + dt.timedelta(days=n_days), minutes[0], zone))
     out = np.array(edges, dtype=np.int64)
     if days is None:
         n_before = int(np.searchsorted(out, last, side="right"))
         if n_before == 0:
-            raise ValueError(f"every event falls before the first slot of the start day {first_day}")
+            raise InputError(f"every event falls before the first slot of the start day {first_day}")
         out = out[: n_before + 1]  # drop the periods that start after the last event
     return out
 
@@ -169,7 +172,7 @@ def fixed(ts: np.ndarray, *, duration_s: int, start: int | None = None) -> np.nd
     last = int(ts.max())
     origin = int(ts.min()) if start is None else _int("start", start)
     if origin > last:
-        raise ValueError(f"start {origin} is after the last event {last}")
+        raise InputError(f"start {origin} is after the last event {last}")
     n = (last - origin) // duration + 1
     return origin + duration * np.arange(n + 1, dtype=np.int64)
 
@@ -274,20 +277,26 @@ class Schedule:
 
 def build_schedule(kind: str, ts_sorted: np.ndarray, **params: Any) -> Schedule:
     """Build a schedule of `kind` over the log's timestamps; params as the kind's builder."""
+    builder, signature, allowed = check_schedule(kind, params)
+    edges = builder(ts_sorted, **params)
+    resolved = {name: _json_value(params.get(name, signature.parameters[name].default)) for name in allowed}
+    return Schedule(kind, resolved, edges)
+
+
+def check_schedule(kind: str, params: dict[str, Any]) -> tuple[Callable[..., np.ndarray], inspect.Signature, list[str]]:
+    """Check the kind and the parameter names (not their values, which need the log)."""
     if kind not in _BUILDERS:
-        raise ValueError(f"unknown schedule kind {kind!r}; allowed: {', '.join(KINDS)}")
+        raise ConfigError(f"unknown schedule kind {kind!r}; allowed: {', '.join(KINDS)}")
     builder = _BUILDERS[kind]
     signature = inspect.signature(builder)
     allowed = list(signature.parameters)[1:]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for schedule kind {kind!r}; allowed: {allowed}")
+        raise ConfigError(f"unknown parameter(s) {unknown} for schedule kind {kind!r}; allowed: {allowed}")
     missing = [
         name for name in allowed
         if signature.parameters[name].default is inspect.Parameter.empty and name not in params
     ]
     if missing:
-        raise ValueError(f"schedule kind {kind!r} needs parameter(s) {missing}")
-    edges = builder(ts_sorted, **params)
-    resolved = {name: _json_value(params.get(name, signature.parameters[name].default)) for name in allowed}
-    return Schedule(kind, resolved, edges)
+        raise ConfigError(f"schedule kind {kind!r} needs parameter(s) {missing}")
+    return builder, signature, allowed

@@ -45,6 +45,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from replay_data.rejects import Rejects
+from replay_data.typed_config import ConfigError
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -142,12 +143,12 @@ class SyntheticWorld:
             if not getattr(self, name) >= 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if problems:
-            raise ValueError(f"invalid SyntheticWorld {self.name!r}: " + "; ".join(problems))
+            raise ConfigError(f"invalid SyntheticWorld {self.name!r}: " + "; ".join(problems))
 
     def scaled(self, scale: float) -> SyntheticWorld:
         """The same world with events, users and items multiplied by `scale` (span kept)."""
         if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+            raise ConfigError(f"scale must be > 0, got {scale}")
         if scale == 1:
             return self
         n_events = max(1, round(self.n_events * scale))
@@ -162,7 +163,7 @@ class SyntheticWorld:
     def preset(cls, name: str, scale: float = 1.0) -> SyntheticWorld:
         """A world from PRESETS, scaled."""
         if name not in PRESETS:
-            raise ValueError(f"unknown synthetic world {name!r}; choose one of {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown synthetic world {name!r}; choose one of {', '.join(PRESETS)}")
         return PRESETS[name].scaled(scale)
 
 
@@ -480,7 +481,7 @@ def read_synthetic(world: str | SyntheticWorld, seed: int = 0, rejects: Rejects 
         world = SyntheticWorld.preset(world)
     unknown = sorted(set(params) - set(SyntheticWorld.__dataclass_fields__))
     if unknown:
-        raise ValueError(f"unknown synthetic world parameter {unknown[0]!r}; allowed: "
+        raise ConfigError(f"unknown synthetic world parameter {unknown[0]!r}; allowed: "
                          f"{', '.join(SyntheticWorld.__dataclass_fields__)}")
     world = replace(world, **params).scaled(scale)
     return generate(world, seed, chunk_size=chunk_rows, progress=progress)

@@ -10,10 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from replay_data.presets import preset_names
-from replay_data.rejects import MalformedInputError
+from replay_data.rejects import InputError
 from replay_data.typed_config import ConfigError
 from learner.checkpoint import CheckpointError
 from simulator.bus import BusError
+from simulator.http_api import ApiConfigError
+from simulator.report import ReportError
 
 EPILOG = """\
 examples:
@@ -347,8 +349,8 @@ def _apply_resume(args) -> None:
         return
     run_dir = Path(args.resume)
     if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); give the folder "
-                                "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
+        raise ConfigError(f"--resume {run_dir} is not a run directory (no config.yaml); give the folder "
+                          "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
     args.run_id, args.runs_dir = run_dir.name, str(run_dir.parent)
     args.config = args.config or str(run_dir / "config.yaml")
     from simulator.rundir import RunDir
@@ -375,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["run", *(argv or [])])
     try:
         return args.func(args)
-    except (ConfigError, MalformedInputError, FileNotFoundError, ValueError, BusError, TimeoutError,
-            CheckpointError) as err:
+    # only the project's own error types are the user's to fix; anything else is a bug and
+    # keeps its traceback
+    except (ConfigError, InputError, BusError, TimeoutError, CheckpointError, ReportError,
+            ApiConfigError) as err:
         print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

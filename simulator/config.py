@@ -1,6 +1,7 @@
 """A run's resolved configuration: preset, then --config file, then --set overrides."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -9,7 +10,7 @@ import yaml
 
 from learner.config import LearnerConfig
 from replay_data.presets import DataConfig, load_preset, load_yaml
-from replay_data.typed_config import ConfigError, build, merge, set_path, to_dict
+from replay_data.typed_config import ConfigError, build, load_yaml_text, merge, not_allowed, set_path, to_dict
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,14 @@ class ReplayConfig:
     block_seconds: int = 3600  # and at most this much log time (pacing granularity)
 
     def validate(self) -> None:
-        if self.speed != "max" and self.speed <= 0:
-            raise ConfigError(f"speed must be > 0 or 'max', got {self.speed}")
-        if self.partitions < 1 or self.block_events < 1 or self.block_seconds < 1:
-            raise ConfigError("partitions, block_events and block_seconds must be >= 1")
+        if self.speed != "max" and not self.speed > 0:
+            raise not_allowed("speed", self.speed, "speed must be > 0 or 'max'")
+        if self.max_events_per_second is not None and not self.max_events_per_second > 0:
+            raise not_allowed("max_events_per_second", self.max_events_per_second,
+                              "max_events_per_second must be > 0 (or null for no limit)")
+        for key in ("partitions", "block_events", "block_seconds"):
+            if getattr(self, key) < 1:
+                raise not_allowed(key, getattr(self, key), f"{key} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,17 @@ class BusConfig:
     url: str = "memory"  # or kafka://HOST:PORT
     prefix: str = "rtsim"  # topic prefix
     connect_timeout_s: float = 30.0
+
+    def validate(self) -> None:
+        if self.url != "memory" and not _KAFKA_URL.fullmatch(self.url):
+            raise not_allowed("url", self.url, "use memory or kafka://HOST:PORT[,HOST:PORT...]")
+        if not self.prefix:
+            raise not_allowed("prefix", self.prefix, "the topic prefix must not be empty")
+        if not self.connect_timeout_s > 0:
+            raise not_allowed("connect_timeout_s", self.connect_timeout_s, "connect_timeout_s must be > 0")
+
+
+_KAFKA_URL = re.compile(r"kafka://[^\s,:/]+:\d{1,5}(,[^\s,:/]+:\d{1,5})*")
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,14 @@ class ServeConfig:
     control_port: int | None = None
     producer_control_port: int | None = None
     token_file: str | None = None
+
+    def validate(self) -> None:
+        if not self.host:
+            raise not_allowed("host", self.host, "give an address to listen on, e.g. 127.0.0.1")
+        for key in ("metrics_port", "producer_metrics_port", "control_port", "producer_control_port"):
+            port = getattr(self, key)
+            if not 0 <= port <= 65535:
+                raise not_allowed(key, port, "a port is 0 (a free one) to 65535")
 
 
 @dataclass(frozen=True)
@@ -78,7 +102,7 @@ def resolve(preset: str | None = None, config_file: str | Path | None = None,
         if not sep or not key:
             raise ConfigError(f"--set expects key.path=value, got {item!r}")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml_text(raw)
         except yaml.YAMLError as err:
             reason = getattr(err, "problem", None) or err
             raise ConfigError(f"--set {item}: the value is not valid YAML ({reason})") from None

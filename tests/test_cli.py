@@ -238,3 +238,55 @@ def test_a_full_disk_outside_the_checkpoints_is_one_line_too(monkeypatch, capsys
     assert cli.main(["datasets"]) == 2
     assert capsys.readouterr().err == ("rtsim: error: cannot write runs/x/periods.csv: No space left on device; "
                                        "free disk space or choose another --runs-dir / --data-dir\n")
+
+
+# Issue #16, "Why": each setting was accepted, or failed later with a traceback
+BAD_SETTINGS = [
+    ("learner.model.dim=-4", "learner.model.dim: -4 is not allowed"),
+    ("learner.eval.negatives=-1", "learner.eval.negatives: -1 is not allowed"),
+    ("learner.strategies.spmf.reservoir=-10", "learner.strategies.spmf.reservoir: -10 is not allowed"),
+    ("serve.metrics_port=99999", "serve.metrics_port: 99999 is not allowed; a port is 0"),
+    ("bus.url=kafak://x", "bus.url: 'kafak://x' is not allowed; use memory or kafka://HOST:PORT"),
+    ("learner.eval.ks=[]", "learner.eval.ks: [] is not allowed"),
+    ("learner.strategies.enabled=[sml,sml]", "learner.strategies.enabled[1]: 'sml' is not allowed"),
+    ("data.reader.min_ratng=4", "unknown key data.reader.min_ratng; allowed keys here:"),
+]
+
+
+def test_every_bad_setting_exits_2_with_one_line_before_anything_runs(tmp_path, env):
+    for setting, message in BAD_SETTINGS:
+        done = rtsim("run", "--preset", "tiny", "--set", setting, "--runs-dir", tmp_path / "runs",
+                     "--data-dir", tmp_path / "cache", env=env)
+        assert done.returncode == 2, (setting, done.stderr)
+        assert done.stderr.startswith(f"rtsim: error: {message}"), (setting, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    # nothing ran: no run directory, no prepared log
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_misspelt_reader_option_and_a_csv_without_columns_are_one_line_errors(tmp_path, env):
+    fixture = tmp_path / "ratings.csv"
+    write_ratings(fixture, synthetic_ratings())
+    cases = [
+        (["prepare", "movielens", "--input", fixture, "--set", "data.reader.min_ratng=4"],
+         "unknown key data.reader.min_ratng; allowed keys here: chunk_rows, format, max_line_bytes, min_rating "
+         "(the movielens reader)"),
+        (["prepare", "csv", "--input", fixture],
+         "missing key data.reader.user_col; this section needs user_col, item_col, ts_col (the csv reader)"),
+    ]
+    for args, message in cases:
+        done = rtsim(*args, "--data-dir", tmp_path / "cache", env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr == f"rtsim: error: {message}\n", (args, done.stderr)
+
+
+def test_an_unexpected_exception_is_a_bug_and_keeps_its_traceback(monkeypatch, tmp_path):
+    import replay_data.prepared
+    from simulator.cli import main
+
+    def broken(root):
+        raise ValueError("a bug, not a setting")
+
+    monkeypatch.setattr(replay_data.prepared, "list_prepared", broken)
+    with pytest.raises(ValueError, match="a bug, not a setting"):
+        main(["datasets", "--data-dir", str(tmp_path)])

@@ -42,7 +42,7 @@ def test_every_preset_resolves_with_the_designed_periods_and_phases():
 
 def test_preset_specific_learner_settings():
     tiny = resolve("tiny").learner
-    assert tiny.model.dim == 8 and tiny.strategies.sml.rounds == 2 and tiny.strategies.sml_s.rounds == 2
+    assert tiny.model.dim == 8 and tiny.strategies.sml.rounds == 2
     adressa = resolve("adressa").learner.strategies
     assert (adressa.sml.rounds, adressa.sml.step1.epochs, adressa.sml.step2.epochs) == (7, 2, 2)
     # a partial section in a preset keeps the defaults it does not name
@@ -127,7 +127,7 @@ def test_unknown_strategy_names_the_known_ones():
 
 
 def test_serving_strategy_must_be_enabled():
-    with pytest.raises(ConfigError, match=r"strategies\.serving: 'sml' is not enabled; enabled: fine_tune, spmf"):
+    with pytest.raises(ConfigError, match=r"learner\.strategies\.serving: 'sml' is not allowed; serve one of the enabled strategies: fine_tune, spmf"):
         resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune, spmf]"])
     cfg = resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune]",
                                      "learner.strategies.serving=fine_tune"])
@@ -222,3 +222,84 @@ def test_build_raises_only_config_errors(data):
         return
     # what builds is a valid config that round-trips through its plain form
     assert repr(build(RunConfig, to_dict(cfg))) == repr(cfg)
+
+
+# Issue #16, "Why": each was accepted (or failed later, naming no key). Each must be refused
+# before anything runs, in one line that names the key, the value and what is allowed.
+REFUSED = [
+    ("tiny", ["learner.model.dim=-4"],
+     "learner.model.dim: -4 is not allowed; the embedding dimension must be >= 1"),
+    ("tiny", ["learner.eval.negatives=-1"],
+     "learner.eval.negatives: -1 is not allowed; negatives must be >= 1"),
+    ("tiny", ["learner.strategies.spmf.reservoir=-10"],
+     "learner.strategies.spmf.reservoir: -10 is not allowed; the reservoir holds >= 0 interactions"),
+    ("tiny", ["serve.metrics_port=99999"],
+     "serve.metrics_port: 99999 is not allowed; a port is 0 (a free one) to 65535"),
+    ("tiny", ["bus.url=kafak://x"],
+     "bus.url: 'kafak://x' is not allowed; use memory or kafka://HOST:PORT"),
+    ("tiny", ["learner.eval.ks=[]"],
+     "learner.eval.ks: [] is not allowed; give at least one cut-off K"),
+    ("tiny", ["learner.strategies.enabled=[sml,sml]"],
+     "learner.strategies.enabled[1]: 'sml' is not allowed; each strategy may be listed once"),
+    ("movielens", ["data.reader.min_ratng=4"],
+     "unknown key data.reader.min_ratng; allowed keys here: chunk_rows, format, max_line_bytes, min_rating "
+     "(the movielens reader)"),
+    ("movielens", ["data.dataset=csv"],
+     "missing key data.reader.user_col; this section needs user_col, item_col, ts_col (the csv reader)"),
+    ("tiny", ["data.reader.min_ratng=4"], "unknown key data.reader.min_ratng; allowed keys here: "),
+    ("tiny", ["data.reader.world=nope"], "data.reader.world: 'nope' is not allowed; choose one of "),
+    ("movielens", ["data.reader.min_rating=high"], "data.reader.min_rating: expected float, got str 'high'"),
+    ("tiny", ["learner.eval.ks=[5,5]"], "learner.eval.ks[1]: 5 is not allowed; each K may be listed once"),
+    ("tiny", ["learner.eval.ks=[0]"], "learner.eval.ks[0]: 0 is not allowed; each K must be >= 1"),
+    ("tiny", ["learner.eval.chunk_rows=0"], "learner.eval.chunk_rows: 0 is not allowed"),
+    ("tiny", ["learner.model.init_std=0"], "learner.model.init_std: 0.0 is not allowed; init_std must be > 0"),
+    ("tiny", ["learner.threads=0"], "learner.threads: 0 is not allowed; threads must be >= 1"),
+    ("tiny", ["learner.pretrain.batch=0"], "learner.pretrain.batch: 0 is not allowed; batch must be >= 1"),
+    ("tiny", ["learner.strategies.sml.rounds=0"], "learner.strategies.sml.rounds: 0 is not allowed"),
+    ("tiny", ["learner.strategies.sml_s.rounds=3"],
+     "unknown key learner.strategies.sml_s.rounds; allowed keys here: frozen_step1_epochs "
+     "(SML-S reads every other setting from learner.strategies.sml)"),
+    ("tiny", ["learner.checkpoint.keep=0"], "learner.checkpoint.keep: 0 is not allowed; keep must be >= 1"),
+    ("tiny", ["serve.control_port=-1"], "serve.control_port: -1 is not allowed; a port is 0"),
+    ("tiny", ["replay.partitions=0"], "replay.partitions: 0 is not allowed; partitions must be >= 1"),
+    ("tiny", ["bus.url=kafka://"], "bus.url: 'kafka://' is not allowed"),
+    ("tiny", ["data.periods=2", "data.phases=null"], "data.periods: 2 is not allowed; a run needs at least 3 periods"),
+    ("movielens", ["data.schedule.kind=weekly"], "data.schedule: unknown schedule kind 'weekly'"),
+    ("movielens", ["data.preprocess.kcore.min_item=-1"], "data.preprocess: kcore.min_item must be >= 0, got -1"),
+]
+
+
+@pytest.mark.parametrize("preset, overrides, message", REFUSED, ids=lambda v: v if isinstance(v, str) else None)
+def test_every_bad_setting_is_refused_in_one_line_naming_key_value_and_what_is_allowed(preset, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        resolve(preset, overrides=overrides)
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_well_formed_bus_urls_are_accepted():
+    for url in ("memory", "kafka://localhost:9092", "kafka://10.0.0.1:9092,10.0.0.2:9093"):
+        assert resolve("tiny", overrides=[f"bus.url={url}"]).bus.url == url
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    file = tmp_path / "twice.yaml"
+    file.write_text("preset: tiny\nlearner:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: not valid YAML at line 4: the key 'seed' is given twice"):
+        resolve(config_file=file)
+    with pytest.raises(ConfigError, match=r"the key 'sml' is given twice"):
+        resolve("tiny", overrides=["learner.strategies={sml: {}, sml: {}}"])
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot read the configuration .*absent\.yaml"):
+        resolve(config_file=tmp_path / "absent.yaml")
+
+
+def test_reader_options_are_checked_per_reader():
+    assert resolve("movielens", overrides=["data.reader.min_rating=4"]).data.reader == {"min_rating": 4}
+    cfg = resolve("movielens", overrides=["data.dataset=csv", "data.reader={user_col: u, item_col: i, ts_col: t}"])
+    assert cfg.data.reader == {"user_col": "u", "item_col": "i", "ts_col": "t"}
+    # min_rating is MovieLens's option, not Yelp's
+    with pytest.raises(ConfigError, match=r"unknown key data\.reader\.min_rating; .*min_stars.* \(the yelp reader\)"):
+        resolve("yelp", overrides=["data.reader.min_rating=4"])

@@ -3,10 +3,9 @@ import copy
 import numpy as np
 import torch
 
-from learner.config import SmlConfig
 from learner.mf import MF
 from learner.period import Period, SharedState
-from learner.strategies.sml import Sml, SmlS
+from learner.strategies.sml import Sml, SmlConfig, SmlS
 
 
 def _setup(**cfg):
@@ -95,3 +94,17 @@ def test_state_round_trip_restores_everything():
         s.retrain(_period(2, "online", users[150:], items[150:]))
     assert torch.equal(sml.serving_embeddings()[0], clone.serving_embeddings()[0])
     assert all(torch.equal(a, b) for a, b in zip(_theta(sml), _theta(clone)))
+
+
+def test_sml_settings_configure_sml_s_too_so_their_work_stays_shared():
+    from simulator.config import resolve
+
+    strategies = resolve("tiny", overrides=["learner.strategies.sml.rounds=5",
+                                            "learner.strategies.sml_s.frozen_step1_epochs=3"]).learner.strategies
+    shared = SharedState(seed=0, device="cpu", n_periods=6, phases=["pretrain", "online", "validation"])
+    sml, sml_s = Sml.from_settings(strategies, shared), SmlS.from_settings(strategies, shared)
+    assert sml.cfg is sml_s.cfg and sml_s.cfg.rounds == 5 and sml_s.own.frozen_step1_epochs == 3
+    online, validation = _period(1, "online", None, None), _period(2, "validation", None, None)
+    assert sml.work_key(online) == sml_s.work_key(online)
+    assert sml.work_key(validation) != sml_s.work_key(validation)
+    assert sml_s.step1_epochs(validation) == 3 and sml_s.step1_epochs(online) == sml.cfg.step1.epochs

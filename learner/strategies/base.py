@@ -1,8 +1,11 @@
 """The strategy interface and its registry: a new strategy is one new module here."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,12 +14,74 @@ import torch
 from learner.mf import MF
 from learner.period import Period, SharedState
 
+from replay_data.typed_config import not_allowed
+
 REGISTRY: dict[str, type["Strategy"]] = {}
 
 
 def register(cls: type["Strategy"]) -> type["Strategy"]:
+    """Class decorator: make `cls` a strategy by its `name`, configured by `cls.config`
+    (the section `learner.strategies.<name>`)."""
+    if cls.name in _SECTION_KEYS:
+        raise ValueError(f"strategy name {cls.name!r} is taken by the setting learner.strategies.{cls.name}")
+    if REGISTRY.get(cls.name, cls) is not cls:
+        raise ValueError(f"strategy name {cls.name!r} is already registered by {REGISTRY[cls.name].__qualname__}")
+    if not (dataclasses.is_dataclass(cls.config) and cls.config.__dataclass_params__.frozen):
+        raise TypeError(f"{cls.__qualname__}.config must be a frozen dataclass, got {cls.config!r}")
     REGISTRY[cls.name] = cls
     return cls
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of a strategy that has none (`frozen`)."""
+
+
+@dataclass(frozen=True)
+class StrategiesSection:
+    """`learner.strategies`: these settings plus one section per registered strategy, named
+    after it and typed by its `config` (built by `strategies_section`)."""
+
+    enabled: list[str] = field(
+        default_factory=lambda: ["sml", "sml_s", "fine_tune", "full_retrain", "spmf"]
+    )
+    serving: str = "sml"
+    # A strategy that would repeat another's retrain exactly (equal state, equal work: SML-S
+    # until validation) copies its result instead; false recomputes it
+    share_repeated_work: bool = True
+    # the strategies this section was built for, in registration order
+    known: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self) -> None:
+        known = ", ".join(self.known)
+        if not self.enabled:
+            raise not_allowed("enabled", self.enabled, f"enable at least one strategy: {known}")
+        for i, name in enumerate(self.enabled):
+            if name not in self.known:
+                raise not_allowed(f"enabled[{i}]", name, f"known strategies: {known}")
+            if name in self.enabled[:i]:
+                raise not_allowed(f"enabled[{i}]", name, "each strategy may be listed once")
+        if self.serving not in self.enabled:
+            raise not_allowed("serving", self.serving,
+                              f"serve one of the enabled strategies: {', '.join(self.enabled)}")
+
+
+_SECTION_KEYS = frozenset(f.name for f in dataclasses.fields(StrategiesSection))
+
+
+def strategies_section() -> type[StrategiesSection]:
+    """The dataclass of `learner.strategies` for the strategies registered now."""
+    return _section(tuple((name, cls.config) for name, cls in REGISTRY.items()))
+
+
+@functools.cache
+def _section(strategies: tuple[tuple[str, type], ...]) -> type[StrategiesSection]:
+    return dataclasses.make_dataclass(
+        "StrategiesConfig",
+        [(name, config, field(default=config())) for name, config in strategies],
+        bases=(StrategiesSection,), frozen=True,
+        namespace={"known": tuple(name for name, _ in strategies), "__module__": __name__},
+    )
 
 
 class Strategy(ABC):
@@ -29,10 +94,18 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     stream: ClassVar[str | None] = None  # label of its random streams; default: its name
+    # its settings, a frozen dataclass: the section learner.strategies.<name>
+    config: ClassVar[type] = NoSettings
 
     def __init__(self, cfg: Any, shared: SharedState) -> None:
         self.cfg = cfg
         self.shared = shared
+
+    @classmethod
+    def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> "Strategy":
+        """A new instance configured from the whole strategies section: by default from its
+        own key alone (SML-S also reads SML's)."""
+        return cls(getattr(strategies, cls.name), shared)
 
     @abstractmethod
     def start(self, base: MF) -> None: ...

@@ -19,23 +19,85 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
-from learner.config import SmlConfig, TrainSpec, resolve_rounds
 from learner.mf import MF, NegativeSampler, bce_loss, epoch_rows, shuffled_batches
 from learner.negatives import period_negatives
-from learner.period import Period
-from learner.strategies.base import Strategy, register
+from learner.period import Period, SharedState
+from learner.strategies.base import StrategiesSection, Strategy, register
+from learner.train_spec import TrainSpec
 from learner.transfer import Transfer
+from replay_data.typed_config import not_allowed
+
+
+@dataclass(frozen=True)
+class SmlConfig:
+    rounds: int | None = None  # K; None = 10 for 40-period presets, 7 for 63 (see resolve_rounds)
+    step1: TrainSpec = TrainSpec(lr=1e-2, batch=1024, epochs=1, l2=1e-6)
+    step2: TrainSpec = TrainSpec(lr=1e-3, batch=256, epochs=1, l2=1e-4)
+    # "reseed": ŵ restarts from the transfer output each round (the authors' code);
+    # "continue": ŵ keeps its own value across rounds (the paper's Algorithm 1)
+    w_hat: Literal["reseed", "continue"] = "reseed"
+    cnn: bool = True  # False = the paper's SML-CNN ablation
+    fc: bool = True  # False = SML-FC
+    next_period: bool = True  # False = SML-N: the transfer learns on D_t, not D_{t+1}
+    # Negatives for step 2 (training the transfer). "period": items of the period it learns
+    # on, not the user's there (the authors' rule); "known": every known item not in the
+    # user's history (the shared sampler). Adam for ŵ in step 1: "dense" moves every row by
+    # its (decaying) momentum each step, as torch.optim.Adam on the table does in the
+    # authors' code; "row_sparse" touches only a batch's rows (O(batch) a step, not
+    # O(table)). On news-like streams, where most rows are dead, "known" or "row_sparse"
+    # let dead rows' norms grow geometrically to overflow: the transfer rewrites every row
+    # every period, and old items occur in step 2 only as negatives (docs/fidelity.md,
+    # "Divergence")
+    step2_negatives: Literal["period", "known"] = "period"
+    w_hat_adam: Literal["dense", "row_sparse"] = "dense"
+    # rows per whole-table transfer pass; bounds the (rows x 512) activation
+    chunk_rows: int = 16384
+    # torch threads while SML retrains; None = every core. The transfer's dense matmuls
+    # scale with cores (0.1x Yelp shape, period 20: 12.6 s on 1 thread, 7.8 s on 2), unlike
+    # MF's small sparse steps, which run on learner.threads
+    threads: int | None = None
+
+    def validate(self) -> None:
+        if self.rounds is not None and self.rounds < 1:
+            raise not_allowed("rounds", self.rounds, "rounds must be >= 1 (or null for the default)")
+        if self.chunk_rows < 1:
+            raise not_allowed("chunk_rows", self.chunk_rows, "chunk_rows must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise not_allowed("threads", self.threads, "threads must be >= 1 (or null for every core)")
+
+
+@dataclass(frozen=True)
+class SmlSConfig:
+    """SML-S's own settings; everything else it reads from SML's (learner.strategies.sml)."""
+
+    # step-1 epochs per period once the transfer is frozen (validation and test)
+    frozen_step1_epochs: int = 2
+    unknown_key_hint: ClassVar[str] = "SML-S reads every other setting from learner.strategies.sml"
+
+    def validate(self) -> None:
+        if self.frozen_step1_epochs < 0:
+            raise not_allowed("frozen_step1_epochs", self.frozen_step1_epochs, "frozen_step1_epochs must be >= 0")
+
+
+def resolve_rounds(cfg: SmlConfig, n_periods: int) -> int:
+    """K from the reference: 10 outer rounds on Yelp's 40 periods, 7 on Adressa's 63."""
+    if cfg.rounds is not None:
+        return cfg.rounds
+    return 7 if n_periods >= 63 else 10
+
 
 
 @register
 class Sml(Strategy):
     name = "sml"
     stream = "sml"  # SML-S shares SML's random streams, so both agree until validation
+    config = SmlConfig
     cfg: SmlConfig
 
     def start(self, base: MF) -> None:
@@ -71,11 +133,13 @@ class Sml(Strategy):
         """SML keeps meta-learning in every phase; SML-S overrides this."""
         return False
 
+    def step1_epochs(self, period: Period) -> int:
+        """Epochs of the step 1 that starts the period's task."""
+        return self.cfg.step1.epochs
+
     def work_key(self, period: Period) -> tuple:
-        frozen = self.frozen(period)
-        # frozen_step1_epochs matters only once frozen: SML-S shares SML's work until validation
-        cfg = self.cfg if frozen else replace(self.cfg, frozen_step1_epochs=0)
-        return self.stream, cfg, frozen
+        # SML-S reads SML's settings, so the two keys are equal until SML-S freezes
+        return self.stream, self.cfg, self.frozen(period), self.step1_epochs(period)
 
     def retrain(self, period: Period) -> None:
         with _torch_threads(self.cfg.threads or os.cpu_count() or 1):
@@ -91,8 +155,7 @@ class Sml(Strategy):
             deployed = (self.serve_u, self.serve_i)
         self.base_u, self.base_i = deployed[0].clone(), deployed[1].clone()
         self._reset_w_hat(self.base_u, self.base_i)
-        epochs = self.cfg.frozen_step1_epochs if frozen else self.cfg.step1.epochs
-        self._step1(period.users, period.items, epochs, self.rng(period.index, "step1-start"))
+        self._step1(period.users, period.items, self.step1_epochs(period), self.rng(period.index, "step1-start"))
         self.serve_u, self.serve_i = self._transfer_tables(self.w_hat)
         self.task = (period.users, period.items)
 
@@ -215,9 +278,24 @@ def _rows(rows: torch.Tensor, *tables: torch.Tensor) -> list[torch.Tensor]:
 
 @register
 class SmlS(Sml):
-    """SML until validation starts; then Θ is frozen and each period runs one step 1."""
+    """SML until validation starts; then Θ is frozen and each period runs one step 1.
+
+    Configured by SML's settings (learner.strategies.sml: one source of truth, so the two
+    agree, and share their work, until validation) plus its own (learner.strategies.sml_s)."""
 
     name = "sml_s"
+    config = SmlSConfig
+
+    def __init__(self, cfg: SmlConfig, shared: SharedState, own: SmlSConfig = SmlSConfig()) -> None:
+        super().__init__(cfg, shared)
+        self.own = own
+
+    @classmethod
+    def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> "SmlS":
+        return cls(strategies.sml, shared, strategies.sml_s)
 
     def frozen(self, period: Period) -> bool:
         return period.phase in ("validation", "test")
+
+    def step1_epochs(self, period: Period) -> int:
+        return self.own.frozen_step1_epochs if self.frozen(period) else self.cfg.step1.epochs

@@ -1,19 +1,33 @@
 """SPMF: fine-tune on the newest period plus a reservoir of history, hard rows favoured."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from learner.config import SpmfConfig
 from learner.mf import MF, train_mf, weighted_batches
 from learner.period import Period
 from learner.reservoir import Reservoir
 from learner.strategies.base import MFStrategy, register
+from learner.train_spec import TrainSpec
+from replay_data.typed_config import not_allowed
+
+
+@dataclass(frozen=True)
+class SpmfConfig:
+    reservoir: int = 7000  # interactions kept from history
+    train: TrainSpec = TrainSpec(lr=1e-2, batch=64, epochs=20, l2=0.0)
+
+    def validate(self) -> None:
+        if self.reservoir < 0:
+            raise not_allowed("reservoir", self.reservoir, "the reservoir holds >= 0 interactions")
 
 
 @register
 class Spmf(MFStrategy):
     name = "spmf"
+    config = SpmfConfig
     cfg: SpmfConfig
 
     def start(self, base: MF) -> None:

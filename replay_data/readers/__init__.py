@@ -13,8 +13,13 @@ progress bar on a TTY) and `chunk_rows`; line-based ones also take `max_line_byt
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import os
-from collections.abc import Callable, Iterator
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -23,6 +28,7 @@ from replay_data.readers.generic import read_csv, read_parquet
 from replay_data.readers.movielens import read_movielens
 from replay_data.readers.yelp import read_yelp
 from replay_data.rejects import Rejects
+from replay_data.typed_config import ConfigError, build
 
 Reader = Callable[..., Iterator[pd.DataFrame]]
 
@@ -51,6 +57,43 @@ def read(dataset: str, path: str | os.PathLike, rejects: Rejects,
     try:
         reader = READERS[dataset]
     except KeyError:
-        raise ValueError(f"unknown dataset reader {dataset!r}; known readers: "
+        raise ConfigError(f"unknown dataset reader {dataset!r}; known readers: "
                          f"{', '.join(READERS)}") from None
     return reader(path, rejects, **options)
+
+
+__all__ = ["READERS", "READER_HELP", "Reader", "check_options", "read"]
+
+# keyword arguments a reader gets from the caller, not from data.reader
+_CALLER_OPTIONS = frozenset({"progress"})
+
+
+def check_options(dataset: str, options: Mapping[str, Any], path: str = "data.reader") -> None:
+    """Check `options` against reader `dataset`'s keyword arguments, before anything is read:
+    unknown keys, missing required ones (the csv reader's columns) and types, as a
+    ConfigError naming the key `path.<option>`."""
+    try:
+        reader = READERS[dataset]
+    except KeyError:
+        raise ConfigError(f"data.dataset: unknown dataset reader {dataset!r}; known readers: "
+                          f"{', '.join(READERS)}, or a synthetic world (synthetic-*)", located=True) from None
+    try:
+        build(_options_class(dataset, reader), dict(options), path)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (the {dataset} reader)", located=True) from None
+
+
+@functools.cache
+def _options_class(dataset: str, reader: Reader) -> type:
+    """A dataclass of the reader's keyword-only arguments, typed by their annotations."""
+    hints = typing.get_type_hints(reader)
+    fields = []
+    for name, param in inspect.signature(reader).parameters.items():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY or name in _CALLER_OPTIONS:
+            continue
+        default = dataclasses.field() if param.default is inspect.Parameter.empty \
+            else dataclasses.field(default=param.default)
+        fields.append((name, hints.get(name, Any), default))
+    # required options first: a dataclass wants its fields without defaults before the others
+    fields.sort(key=lambda f: f[2].default is not dataclasses.MISSING)
+    return dataclasses.make_dataclass(f"{dataset}_reader_options", fields, frozen=True)

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from replay_data.rejects import MalformedInputError, Rejects
+from replay_data.rejects import InputError, MalformedInputError, MissingInputError, Rejects
+from replay_data.typed_config import ConfigError
 
 MAX_LINE_BYTES = 16 * 2**20
 CHUNK_ROWS = 200_000
@@ -124,7 +125,7 @@ def existing(path: str | os.PathLike) -> Path:
     """Fail at call time, not at the first chunk, when the input is not there."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"input not found: {path}")
+        raise MissingInputError(f"input not found: {path}")
     return path
 
 
@@ -258,7 +259,7 @@ def to_chunks(events: Iterable[Event], columns: tuple[str, ...] = EVENT_COLUMNS,
               chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """Pack event tuples into DataFrames of at most `chunk_rows` rows, in arrival order."""
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
     batch: list[Event] = []
     for event in events:
         batch.append(event)
@@ -300,6 +301,6 @@ def read_text_file(path: Path, desc: str, rejects: Rejects, *, parse: Parser | N
             try:
                 parse = header(first[1])
             except Reject as bad:
-                raise ValueError(f"{name}:{first[0]}: unreadable header ({bad.reason}: {bad.detail})") from None
+                raise InputError(f"{name}:{first[0]}: unreadable header ({bad.reason}: {bad.detail})") from None
         assert parse is not None, "read_text_file needs parse or header"
         yield from to_chunks(parse_lines(lines, name, parse, rejects), columns, chunk_rows)

@@ -32,7 +32,7 @@ from replay_data.readers._lines import (
     id_field, iter_lines, load_object, open_counted, optional_id, parse_lines, progress_bar, readable,
     to_chunks, to_seconds,
 )
-from replay_data.rejects import Rejects
+from replay_data.rejects import InputError, Rejects
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _DAY_SUFFIXES = ("", ".json", ".jsonl")
@@ -51,7 +51,7 @@ def read_adressa(path: str | os.PathLike, rejects: Rejects, *,
     """
     source = existing(path)
     if source.is_dir() and not _day_files(source):
-        raise ValueError(f"no daily Adressa files (no extension, .json or .jsonl) under {source}")
+        raise InputError(f"no daily Adressa files (no extension, .json or .jsonl) under {source}")
     parse = partial(_click, min_active_time=min_active_time)
     return _read(source, rejects, parse, subscribers_only, progress, chunk_rows, max_line_bytes)
 

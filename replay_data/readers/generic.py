@@ -26,7 +26,8 @@ from replay_data.readers._lines import (
     CHUNK_ROWS, MAX_LINE_BYTES, MAX_SECONDS, Drop, Event, Parser, Reject, existing,
     progress_bar, read_text_file, text_to_seconds, to_seconds,
 )
-from replay_data.rejects import Rejects
+from replay_data.rejects import InputError, Rejects
+from replay_data.typed_config import ConfigError
 
 TS_UNITS = ("s", "ms")
 
@@ -41,9 +42,9 @@ class TimeFormat:
     @classmethod
     def of(cls, ts_unit: str | None, date_format: str | None) -> TimeFormat:
         if date_format is not None and ts_unit is not None:
-            raise ValueError("give ts_unit (numeric timestamps) or date_format (text), not both")
+            raise ConfigError("give ts_unit (numeric timestamps) or date_format (text), not both")
         if ts_unit is not None and ts_unit not in TS_UNITS:
-            raise ValueError(f"ts_unit must be one of {TS_UNITS}, got {ts_unit!r}")
+            raise ConfigError(f"ts_unit must be one of {TS_UNITS}, got {ts_unit!r}")
         return cls(ts_unit or "s", date_format)
 
     def seconds(self, text: str) -> int | None:
@@ -130,7 +131,7 @@ def column_positions(header: list[str], wanted: dict[str, str]) -> dict[str, int
     names = [name.strip() for name in header]
     absent = [column for column in wanted.values() if column not in names]
     if absent:
-        raise ValueError(f"column(s) {absent} not found; the columns present are {names}")
+        raise InputError(f"column(s) {absent} not found; the columns present are {names}")
     return {role: names.index(column) for role, column in wanted.items()}
 
 
@@ -142,7 +143,7 @@ def read_csv(path: str | os.PathLike, rejects: Rejects, *, user_col: str, item_c
     source = existing(path)
     time = TimeFormat.of(ts_unit, date_format)
     if len(delimiter) != 1:
-        raise ValueError(f"delimiter must be one character, got {delimiter!r}")
+        raise ConfigError(f"delimiter must be one character, got {delimiter!r}")
     wanted = {"user": user_col, "item": item_col, "ts": ts_col}
 
     def from_header(text: str) -> Parser:
@@ -205,7 +206,7 @@ def _column_seconds(column: pa.Array, time: TimeFormat) -> tuple[np.ndarray, np.
     """Unix seconds per row and which rows have a usable timestamp."""
     kind = column.type
     if time.date_format is not None and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise ValueError(f"date_format is for text timestamps; this column holds {kind}")
+        raise InputError(f"date_format is for text timestamps; this column holds {kind}")
     if pa.types.is_timestamp(kind) or pa.types.is_date64(kind):
         seconds = _whole(column, _PER_SECOND[getattr(kind, "unit", "ms")])
     elif pa.types.is_date32(kind):

@@ -15,7 +15,8 @@ import pandas as pd
 
 from replay_data.readers._lines import CHUNK_ROWS, MAX_LINE_BYTES, Parser, existing, read_text_file
 from replay_data.readers.generic import Layout, column_positions, field_splitter
-from replay_data.rejects import Rejects
+from replay_data.rejects import InputError, MissingInputError, Rejects
+from replay_data.typed_config import ConfigError
 
 FORMATS = ("csv", "dat", "tsv")
 # in a folder, the first of these that exists is read
@@ -37,7 +38,7 @@ def read_movielens(path: str | os.PathLike, rejects: Rejects, *,
     source = _ratings_file(existing(path))
     kind = format or _format_of(source)
     if kind not in FORMATS:
-        raise ValueError(f"MovieLens format must be one of {FORMATS}, got {kind!r}")
+        raise ConfigError(f"MovieLens format must be one of {FORMATS}, got {kind!r}")
 
     def layout(delimiter: str, width: int, at: dict[str, int]) -> Layout:
         return Layout(delimiter, width, at["user"], at["item"], at["ts"], score=at["score"],
@@ -60,7 +61,7 @@ def _ratings_file(path: Path) -> Path:
     for name in _FILES:
         if (path / name).is_file():
             return path / name
-    raise FileNotFoundError(f"none of {_FILES} in {path}")
+    raise MissingInputError(f"none of {_FILES} in {path}")
 
 
 def _format_of(path: Path) -> str:
@@ -68,4 +69,4 @@ def _format_of(path: Path) -> str:
     for suffix, kind in ((".csv", "csv"), (".dat", "dat"), (".data", "tsv")):
         if name.endswith(suffix):
             return kind
-    raise ValueError(f"cannot tell the MovieLens format of {path.name}; pass format= one of {FORMATS}")
+    raise InputError(f"cannot tell the MovieLens format of {path.name}; pass format= one of {FORMATS}")

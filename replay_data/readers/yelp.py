@@ -21,6 +21,7 @@ from replay_data.readers._lines import (
     load_object, number_field, optional_id, read_text_file,
 )
 from replay_data.rejects import Rejects
+from replay_data.typed_config import ConfigError
 
 REVIEW_FILE = "yelp_academic_dataset_review.json"
 _EPOCH = datetime(1970, 1, 1)
@@ -44,7 +45,7 @@ def read_yelp(path: str | os.PathLike, rejects: Rejects, *, min_stars: float | N
     if years is not None:
         if not (len(years) == 2 and all(isinstance(year, int) for year in years)
                 and years[0] <= years[1]):
-            raise ValueError(f"years must be (first, last) integers with first <= last, got {years!r}")
+            raise ConfigError(f"years must be (first, last) integers with first <= last, got {years!r}")
         years = (years[0], years[1])
     parse = partial(_review, min_stars=min_stars, years=years)
     return read_text_file(Path(source), "yelp", rejects, parse=parse, columns=EVENT_ID_COLUMNS,
