@@ -14,6 +14,7 @@ examples:
   python benchmarks/bench_hotpaths.py --scale 0.25 --period 20
   python benchmarks/bench_hotpaths.py --scale 1.0 --period 20 --data-dir /tmp/rtsim-cache
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,9 @@ import time
 from dataclasses import replace
 
 import torch
+from bench_retrain import state_at  # a sibling script: its folder is on sys.path when run
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_retrain import state_at  # a sibling script: its folder is on sys.path when run
 from learner.candidates import sample_eval_candidates
 from learner.engine import Engine
 from learner.evaluation import rank_positives
@@ -82,8 +83,10 @@ def main() -> None:
     learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=["sml"], serving="sml"))
     sml_threads = learner_cfg.strategies.sml.threads or os.cpu_count() or 1
     dim = 64
-    print(f"# Yelp shape at scale {args.scale}, period {args.period}; SML on {sml_threads} threads, "
-          f"evaluation on {learner_cfg.threads}\n")
+    print(
+        f"# Yelp shape at scale {args.scale}, period {args.period}; SML on {sml_threads} threads, "
+        f"evaluation on {learner_cfg.threads}\n"
+    )
 
     # SML: time one retrain, then count the multiply-adds of an identical run
     engine, period = fresh_state(args, learner_cfg, log, periods)
@@ -97,30 +100,45 @@ def main() -> None:
     sml_limit = matmul_rate(3072, 5 * dim, 512, sml_threads, args.repeats)
 
     # evaluation: candidates drawn once, scoring timed
-    cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
-                                  learner_cfg.eval.negatives, engine.shared.rng("eval", args.period))
+    cand = sample_eval_candidates(
+        engine.shared.history,
+        period.users,
+        period.items,
+        period.n_items_before,
+        learner_cfg.eval.negatives,
+        engine.shared.rng("eval", args.period),
+    )
     users, items = engine.strategies["sml"].serving_embeddings()
     torch.set_num_threads(learner_cfg.threads)
-    score_s = median_seconds(lambda: rank_positives(users, items, period.users, period.items, cand.negatives,
-                                                    learner_cfg.eval.chunk_rows), args.repeats)
+    score_s = median_seconds(
+        lambda: rank_positives(users, items, period.users, period.items, cand.negatives, learner_cfg.eval.chunk_rows),
+        args.repeats,
+    )
     n_scores = int(cand.counts.sum()) + len(period.users)
-    eval_limit = matmul_rate(learner_cfg.eval.chunk_rows, dim, learner_cfg.eval.negatives,
-                             learner_cfg.threads, args.repeats)
+    eval_limit = matmul_rate(
+        learner_cfg.eval.chunk_rows, dim, learner_cfg.eval.negatives, learner_cfg.threads, args.repeats
+    )
     gathered = n_scores * dim * 4
     bandwidth = copy_rate(512 * 2**20, args.repeats)
 
     print("| hot path | seconds | achieved | limit measured in this run | ratio |")
     print("|---|---|---|---|---|")
-    print(f"| SML retrain ({sml_macs / 1e9:,.0f} G multiply-adds) | {sml_s:.2f} | {sml_macs / sml_s / 1e9:.1f} GMAC/s "
-          f"| matmul 3072x{5 * dim} @ {5 * dim}x512, {sml_threads} threads: {sml_limit / 1e9:.1f} GMAC/s "
-          f"| {sml_macs / sml_s / sml_limit:.0%} |")
-    print(f"| evaluation scoring, {len(period.users):,} interactions ({n_scores / 1e6:,.1f} M scores) | {score_s:.2f} "
-          f"| {n_scores * dim / score_s / 1e9:.2f} GMAC/s | matmul {learner_cfg.eval.chunk_rows}x{dim} @ {dim}x"
-          f"{learner_cfg.eval.negatives}, {learner_cfg.threads} thread(s): {eval_limit / 1e9:.1f} GMAC/s "
-          f"| {n_scores * dim / score_s / eval_limit:.0%} |")
-    print(f"| evaluation gather | {score_s:.2f} | {gathered / score_s / 1e9:.2f} GB/s gathered "
-          f"| tensor copy of 512 MiB: {bandwidth / 1e9:.1f} GB/s read + written "
-          f"| {gathered / score_s / bandwidth:.0%} |")
+    print(
+        f"| SML retrain ({sml_macs / 1e9:,.0f} G multiply-adds) | {sml_s:.2f} | {sml_macs / sml_s / 1e9:.1f} GMAC/s "
+        f"| matmul 3072x{5 * dim} @ {5 * dim}x512, {sml_threads} threads: {sml_limit / 1e9:.1f} GMAC/s "
+        f"| {sml_macs / sml_s / sml_limit:.0%} |"
+    )
+    print(
+        f"| evaluation scoring, {len(period.users):,} interactions ({n_scores / 1e6:,.1f} M scores) | {score_s:.2f} "
+        f"| {n_scores * dim / score_s / 1e9:.2f} GMAC/s | matmul {learner_cfg.eval.chunk_rows}x{dim} @ {dim}x"
+        f"{learner_cfg.eval.negatives}, {learner_cfg.threads} thread(s): {eval_limit / 1e9:.1f} GMAC/s "
+        f"| {n_scores * dim / score_s / eval_limit:.0%} |"
+    )
+    print(
+        f"| evaluation gather | {score_s:.2f} | {gathered / score_s / 1e9:.2f} GB/s gathered "
+        f"| tensor copy of 512 MiB: {bandwidth / 1e9:.1f} GB/s read + written "
+        f"| {gathered / score_s / bandwidth:.0%} |"
+    )
     print(f"\nevaluation: {len(period.users) / score_s:,.0f} interactions/s scored")
 
 

@@ -28,6 +28,7 @@ examples:
   python benchmarks/bench_ingest.py --bus kafka --bootstrap 127.0.0.1:9092
   python benchmarks/bench_ingest.py --bus memory --record-sizes 1000 --profile 25
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,10 +51,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.stream import StreamLearner
-from simulator.bus import Bus
+from simulator.bus import Bus, wire
 from simulator.bus.memory import MemoryBus
-from simulator.bus import wire
+from simulator.stream import StreamLearner
 
 PREFIX = "bench"
 BLOCK_EVENTS = 5000  # the replay producer's default block between watermarks
@@ -124,8 +124,13 @@ def produce(bus: Bus, stream: Stream, partitions: int, record_size: int) -> Topi
                 chunk = rows[start : start + record_size]
                 users = list(stream.users[chunk])
                 value = wire.encode_events(stream.ts[chunk], users, list(stream.items[chunk]))
-                producer.send(topic, value, partition=int(p), key=users[0].encode(),
-                              headers=wire.headers(wire.EVENTS, row=int(chunk[0])))
+                producer.send(
+                    topic,
+                    value,
+                    partition=int(p),
+                    key=users[0].encode(),
+                    headers=wire.headers(wire.EVENTS, row=int(chunk[0])),
+                )
                 event_records += 1
         next_ts = int(stream.ts[hi]) if hi < n else int(stream.ts[-1]) + 1
         for p in range(partitions):
@@ -158,14 +163,17 @@ def learner_path(bus: Bus, stream: Stream, topic: Topic) -> Callable[[], Callabl
     def prepare() -> Callable[[], int]:
         manifest = {"run_id": topic.run_id, "schedule": stream.edges, "speed": "max"}
         engine = CountingEngine(len(stream.edges) - 1)
-        learner = StreamLearner(bus, engine, manifest, prefix=PREFIX, group=f"bench-{uuid.uuid4().hex}",
-                                deadletter=lambda record: None)
+        learner = StreamLearner(
+            bus, engine, manifest, prefix=PREFIX, group=f"bench-{uuid.uuid4().hex}", deadletter=lambda record: None
+        )
 
         def run() -> int:
             learner.run()
             if engine.events != len(stream.ts) or engine.closed != len(engine.phases):
-                raise RuntimeError(f"learner saw {engine.events} events in {engine.closed} periods, "
-                                   f"expected {len(stream.ts)} in {len(engine.phases)}")
+                raise RuntimeError(
+                    f"learner saw {engine.events} events in {engine.closed} periods, "
+                    f"expected {len(stream.ts)} in {len(engine.phases)}"
+                )
             return learner.stats.records
 
         return run
@@ -253,21 +261,26 @@ def machine() -> str:
     from kafka.record.util import crc32c_c
 
     crc = "native crc32c" if crc32c_c is not None else "pure-Python crc32c"
-    versions = [f"Python {platform.python_version()}", f"kafka-python {kafka.__version__} ({crc})",
-                f"numpy {np.__version__}", f"pandas {pd.__version__}"]
+    versions = [
+        f"Python {platform.python_version()}",
+        f"kafka-python {kafka.__version__} ({crc})",
+        f"numpy {np.__version__}",
+        f"pandas {pd.__version__}",
+    ]
     try:
         import orjson
 
         versions.append(f"orjson {orjson.__version__}")
     except ImportError:
         pass
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}; "
-            + ", ".join(versions))
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}; " + ", ".join(versions)
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| bus | record size | path | median s | runs (s) | records/s | events/s | ratio to raw |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| bus | record size | path | median s | runs (s) | records/s | events/s | ratio to raw |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     raw = {(r.bus, r.record_size): statistics.median(r.seconds) for r in results if r.path in ("raw", "bus poll")}
     for r in results:
         median = statistics.median(r.seconds)
@@ -275,8 +288,10 @@ def table(results: list[Result]) -> str:
         ratio = f"{base / median:.3g}" if base else "-"
         runs = ", ".join(f"{s:.2f}" for s in r.seconds)
         size = "1" if r.record_size == 1 else f"up to {r.record_size:,} (mean {r.events / r.event_records:,.0f})"
-        lines.append(f"| {r.bus} | {size} | {r.path} | {median:.2f} | {runs} | {r.records / median:,.0f} | "
-                     f"{r.events / median:,.0f} | {ratio} |")
+        lines.append(
+            f"| {r.bus} | {size} | {r.path} | {median:.2f} | {runs} | {r.records / median:,.0f} | "
+            f"{r.events / median:,.0f} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -286,14 +301,27 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path; the median is reported")
     parser.add_argument("--bus", choices=["memory", "kafka", "both"], default="both")
-    parser.add_argument("--bootstrap", metavar="HOST:PORT",
-                        help="an existing broker (default: start a local one in a temp dir for the run)")
-    parser.add_argument("--record-sizes", type=int, nargs="+", default=[1, wire.MAX_EVENTS_PER_RECORD],
-                        help="events per record: 1 (single-event records) and/or up to 1,000 (default: 1 1000)")
+    parser.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="an existing broker (default: start a local one in a temp dir for the run)",
+    )
+    parser.add_argument(
+        "--record-sizes",
+        type=int,
+        nargs="+",
+        default=[1, wire.MAX_EVENTS_PER_RECORD],
+        help="events per record: 1 (single-event records) and/or up to 1,000 (default: 1 1000)",
+    )
     parser.add_argument("--periods", type=int, default=10, help="periods of the schedule (default 10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", type=int, metavar="LINES", default=0,
-                        help="also profile one learner run per topic (cProfile) and print the top LINES functions")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="LINES",
+        default=0,
+        help="also profile one learner run per topic (cProfile) and print the top LINES functions",
+    )
     args = parser.parse_args()
     if not 1 <= min(args.record_sizes) <= max(args.record_sizes) <= wire.MAX_EVENTS_PER_RECORD:
         parser.error(f"record sizes must lie in 1..{wire.MAX_EVENTS_PER_RECORD}")
@@ -319,8 +347,11 @@ def main() -> None:
                     from simulator.kafka_local import LocalKafka
 
                     print("starting a local Kafka broker ...", flush=True)
-                    broker = LocalKafka(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-kafka-")),
-                                        port=0, die_with_parent=True)
+                    broker = LocalKafka(
+                        stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-kafka-")),
+                        port=0,
+                        die_with_parent=True,
+                    )
                     bootstrap = broker.up()
                     stack.callback(broker.down)
                 bus = KafkaBus(bootstrap)
@@ -328,17 +359,22 @@ def main() -> None:
             for size in args.record_sizes:
                 start = time.perf_counter()
                 topic = produce(bus, stream, args.partitions, size)
-                print(f"{name}: produced {args.events:,} events in {topic.event_records:,} event records "
-                      f"(+{topic.records - topic.event_records:,} watermarks/ends) in "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
+                print(
+                    f"{name}: produced {args.events:,} events in {topic.event_records:,} event records "
+                    f"(+{topic.records - topic.event_records:,} watermarks/ends) in "
+                    f"{time.perf_counter() - start:.1f} s",
+                    flush=True,
+                )
                 if name == "memory":
                     paths = {"bus poll": memory_poll_path(bus, topic), "learner": learner_path(bus, stream, topic)}
                 else:
                     if args.bootstrap is not None:
                         stack.callback(_delete_topic, bootstrap, topic.name)
-                    paths = {"raw": kafka_raw_path(bootstrap, topic, args.partitions, dict(CONSUMER_CONFIG)),
-                             "raw, defaults": kafka_raw_path(bootstrap, topic, args.partitions, {}),
-                             "learner": learner_path(bus, stream, topic)}
+                    paths = {
+                        "raw": kafka_raw_path(bootstrap, topic, args.partitions, dict(CONSUMER_CONFIG)),
+                        "raw, defaults": kafka_raw_path(bootstrap, topic, args.partitions, {}),
+                        "learner": learner_path(bus, stream, topic),
+                    }
                 times: dict[str, list[float]] = {path: [] for path in paths}
                 for _ in range(args.repeats):
                     for path, prepare in paths.items():
@@ -347,12 +383,16 @@ def main() -> None:
                     results.append(Result(name, size, path, seconds, topic.records, args.events, topic.event_records))
                     print(f"  {path:14s} {', '.join(f'{s:.2f}' for s in seconds)} s", flush=True)
                 if args.profile:
-                    profiles.append(f"### learner over {name}, records of up to {size:,} events\n\n```\n"
-                                    f"{profile(paths['learner'], args.profile)}\n```")
+                    profiles.append(
+                        f"### learner over {name}, records of up to {size:,} events\n\n```\n"
+                        f"{profile(paths['learner'], args.profile)}\n```"
+                    )
     load_after = os.getloadavg()
     print(f"\n{table(results)}\n")
-    print(f"load average: {load_before[0]:.2f} at start, {load_after[0]:.2f} at end "
-          f"(1-minute; {len(os.sched_getaffinity(0))} CPUs)")
+    print(
+        f"load average: {load_before[0]:.2f} at start, {load_after[0]:.2f} at end "
+        f"(1-minute; {len(os.sched_getaffinity(0))} CPUs)"
+    )
     for text in profiles:
         print(f"\n{text}")
 

@@ -10,6 +10,7 @@ examples:
   python benchmarks/bench_mf_step.py --devices cpu
   python benchmarks/bench_mf_step.py --devices cuda cpu --steps 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,10 @@ from learner.mf import MF, train_mf
 
 def seconds_per_step(device: str, n_users: int, n_items: int, steps: int, repeats: int) -> float:
     gen = torch.Generator().manual_seed(0)
-    model = MF.from_rows(torch.randn(n_users, 64, generator=gen).to(device) * 0.1,
-                         torch.randn(n_items, 64, generator=gen).to(device) * 0.1)
+    model = MF.from_rows(
+        torch.randn(n_users, 64, generator=gen).to(device) * 0.1,
+        torch.randn(n_items, 64, generator=gen).to(device) * 0.1,
+    )
     spec = TrainSpec(lr=1e-2, batch=256, epochs=1, l2=0.0)
     rng = np.random.default_rng(0)
     users = rng.integers(0, n_users, steps * spec.batch)

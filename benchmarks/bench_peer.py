@@ -15,6 +15,7 @@ j) where implicit touches 3, so the step is also reported as a fraction of `rows
 needs the bench extra:  pip install -e '.[bench]'
 example:                python benchmarks/bench_peer.py
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,9 @@ def rtsim_epoch(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray
         return g.integers(0, n_items, len(u))
 
     def epoch() -> None:
-        order, negatives, bounds = epoch_rows(users, shuffled_batches(len(users), spec.batch, rng),
-                                              uniform_negatives, rng)
+        order, negatives, bounds = epoch_rows(
+            users, shuffled_batches(len(users), spec.batch, rng), uniform_negatives, rng
+        )
         runner(model, users[order], items[order], negatives, bounds, spec)
 
     return epoch, len(users)
@@ -120,14 +122,20 @@ def main() -> None:
     if args.torch:
         runs["rtsim-torch"] = rtsim_epoch(args.users, args.items, users, items, torch_epoch)
     rate = median_rates(runs, args.repeats)
-    print(f"tables {args.users:,} x {args.items:,}, d {DIM}, {args.interactions:,} interactions per epoch, "
-          f"one thread, medians of {args.repeats} interleaved rounds")
+    print(
+        f"tables {args.users:,} x {args.items:,}, d {DIM}, {args.interactions:,} interactions per epoch, "
+        f"one thread, medians of {args.repeats} interleaved rounds"
+    )
     for name in [n for n in ROWS_PER_UPDATE if n in rate]:
         rows = ROWS_PER_UPDATE[name] * rate[name]
-        print(f"  {name:11s} {rate[name] / 1e6:6.2f}M updates/s  ({rows / 1e6:5.1f}M rows/s = "
-              f"{rows / rate['rows']:.2f} of random-row rate)")
-    print(f"  {'rows':11s} {rate['rows'] / 1e6:6.2f}M random rows/s read-modify-written "
-          f"({rate['rows'] * DIM * 4 * 2 / 1e9:.1f} GB/s)")
+        print(
+            f"  {name:11s} {rate[name] / 1e6:6.2f}M updates/s  ({rows / 1e6:5.1f}M rows/s = "
+            f"{rows / rate['rows']:.2f} of random-row rate)"
+        )
+    print(
+        f"  {'rows':11s} {rate['rows'] / 1e6:6.2f}M random rows/s read-modify-written "
+        f"({rate['rows'] * DIM * 4 * 2 / 1e9:.1f} GB/s)"
+    )
     if args.torch:
         print(f"native / torch step: {rate['rtsim'] / rate['rtsim-torch']:.1f}x")
     print(f"ratio rtsim / implicit: {rate['rtsim'] / rate['implicit']:.2f} (target >= 0.4)")

@@ -10,6 +10,7 @@ example:
   python benchmarks/bench_prepared_load.py                 # 3M events, median of 5 loads
   python benchmarks/bench_prepared_load.py --events 10000000 --users 1500000 --items 200000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,25 @@ def write_log(target: Path, n_events: int, n_users: int, n_items: int, seed: int
     items = rng.integers(0, n_items, n_events).astype(np.int32)
     schedule = build_schedule("equal_count", ts, n_periods=40)
     manifest = {
-        "format": FORMAT, "dataset": "benchmark", "source": {"kind": "synthetic"}, "options": {},
-        "rejected": {"counts": {}, "examples": []}, "preprocess": [],
-        "counts": {"read": n_events, "outside_schedule": 0, "events": n_events, "users": n_users,
-                   "items": n_items, "period_counts": np.diff(np.searchsorted(ts, schedule.edges)).tolist(),
-                   "empty_periods": []},
+        "format": FORMAT,
+        "dataset": "benchmark",
+        "source": {"kind": "synthetic"},
+        "options": {},
+        "rejected": {"counts": {}, "examples": []},
+        "preprocess": [],
+        "counts": {
+            "read": n_events,
+            "outside_schedule": 0,
+            "events": n_events,
+            "users": n_users,
+            "items": n_items,
+            "period_counts": np.diff(np.searchsorted(ts, schedule.edges)).tolist(),
+            "empty_periods": [],
+        },
         "schedule": schedule.to_dict(),
         "phases": ["pretrain"] * 10 + ["online"] * 20 + ["validation"] * 3 + ["test"] * 7,
-        "prepared_at": "", "prepare_seconds": 0,
+        "prepared_at": "",
+        "prepare_seconds": 0,
     }
     _write(target, ts, users, items, raw_ids("u", n_users), raw_ids("b", n_items), manifest)
 
@@ -71,10 +83,14 @@ def main() -> None:
             log = load(target)
             times.append(time.perf_counter() - start)
             assert len(log.ts) == args.events and len(log.user_ids) == args.users
-        print(f"prepared log: {args.events:,} events, {args.users:,} users, {args.items:,} items, "
-              f"{size / 2**20:.1f} MiB on disk (written in {written:.1f} s)")
-        print(f"load(): median {statistics.median(times):.3f} s over {args.repeats} loads "
-              f"(min {min(times):.3f} s, max {max(times):.3f} s)")
+        print(
+            f"prepared log: {args.events:,} events, {args.users:,} users, {args.items:,} items, "
+            f"{size / 2**20:.1f} MiB on disk (written in {written:.1f} s)"
+        )
+        print(
+            f"load(): median {statistics.median(times):.3f} s over {args.repeats} loads "
+            f"(min {min(times):.3f} s, max {max(times):.3f} s)"
+        )
 
 
 if __name__ == "__main__":

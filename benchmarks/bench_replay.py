@@ -22,6 +22,7 @@ examples:
   python benchmarks/bench_replay.py --preset synthetic-business --set data.reader.scale=0.1 --kafka
   python benchmarks/bench_replay.py --preset synthetic-news --set data.reader.scale=0.1 --runs-dir /tmp/runs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 from bench_retrain import build_state  # a sibling script: its folder is on sys.path when run
+
 from learner.engine import Engine
 from replay_data.prepared import prepare
 from simulator.config import resolve
@@ -102,9 +104,27 @@ def main() -> None:
     bus = "kafka" if args.kafka else "memory"
     run_id = args.run_id or f"bench-{args.preset}-{bus}-{time.strftime('%Y%m%dT%H%M%S')}"
     run_dir = Path(args.runs_dir) / run_id
-    command = [sys.executable, "-m", "simulator.cli", "run", "--preset", args.preset, "--run-id", run_id,
-               "--runs-dir", args.runs_dir, "--no-progress", "--metrics-port", "0", "--control-port", "0",
-               "--set", "serve.producer_metrics_port=0", "--set", "serve.producer_control_port=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "simulator.cli",
+        "run",
+        "--preset",
+        args.preset,
+        "--run-id",
+        run_id,
+        "--runs-dir",
+        args.runs_dir,
+        "--no-progress",
+        "--metrics-port",
+        "0",
+        "--control-port",
+        "0",
+        "--set",
+        "serve.producer_metrics_port=0",
+        "--set",
+        "serve.producer_control_port=0",
+    ]
     command += [arg for override in args.overrides for arg in ("--set", override)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
@@ -121,28 +141,40 @@ def main() -> None:
     frame = pd.read_csv(run_dir / "periods.csv")
     pretrain = pretrain_seconds(cfg, log)
     per_strategy = frame.groupby("strategy")[["eval_seconds", "retrain_seconds"]].sum()
-    shared = (shared_retrains(frame) if cfg.learner.strategies.share_repeated_work
-              else pd.Series(False, index=frame.index))
+    shared = (
+        shared_retrains(frame) if cfg.learner.strategies.share_repeated_work else pd.Series(False, index=frame.index)
+    )
     evaluation = per_strategy["eval_seconds"].sum()
     retraining = frame.loc[~shared, "retrain_seconds"].sum()
     rest = wall - evaluation - retraining - pretrain
-    print(f"\n{args.preset} {' '.join(args.overrides)}: {len(log.ts):,} events, {len(log.phases)} periods, "
-          f"bus {bus}; run directory {run_dir}, {len(legs)} leg(s)\n")
+    print(
+        f"\n{args.preset} {' '.join(args.overrides)}: {len(log.ts):,} events, {len(log.phases)} periods, "
+        f"bus {bus}; run directory {run_dir}, {len(legs)} leg(s)\n"
+    )
     print("| part | seconds | share |\n|---|---|---|")
-    parts = [("wall time", wall), ("pretraining (timed apart)", pretrain), ("evaluation, all strategies", evaluation),
-             ("retraining, all strategies", retraining), ("transport, ingest, start-up and bookkeeping (the rest)", rest)]
+    parts = [
+        ("wall time", wall),
+        ("pretraining (timed apart)", pretrain),
+        ("evaluation, all strategies", evaluation),
+        ("retraining, all strategies", retraining),
+        ("transport, ingest, start-up and bookkeeping (the rest)", rest),
+    ]
     for name, seconds in parts:
         print(f"| {name} | {seconds:,.1f} | {seconds / wall:.0%} |")
     if shared.any():
-        print(f"\n{shared.sum()} retrains copied another strategy's identical work instead of repeating it "
-              f"({', '.join(sorted(frame.loc[shared, 'strategy'].unique()))}); their rows report the "
-              f"{frame.loc[shared, 'retrain_seconds'].sum():,.1f} s of that work, counted once above.")
+        print(
+            f"\n{shared.sum()} retrains copied another strategy's identical work instead of repeating it "
+            f"({', '.join(sorted(frame.loc[shared, 'strategy'].unique()))}); their rows report the "
+            f"{frame.loc[shared, 'retrain_seconds'].sum():,.1f} s of that work, counted once above."
+        )
     print("\n| strategy | evaluation s | retraining s | retrain s per period: median | first | last |")
     print("|---|---|---|---|---|---|")
     for name, row in per_strategy.iterrows():
         retrain = frame[frame["strategy"] == name].sort_values("period")["retrain_seconds"]
-        print(f"| {name} | {row['eval_seconds']:,.1f} | {row['retrain_seconds']:,.1f} | {retrain.median():.2f} "
-              f"| {retrain.iloc[0]:.2f} | {retrain.iloc[-1]:.2f} |")
+        print(
+            f"| {name} | {row['eval_seconds']:,.1f} | {row['retrain_seconds']:,.1f} | {retrain.median():.2f} "
+            f"| {retrain.iloc[0]:.2f} | {retrain.iloc[-1]:.2f} |"
+        )
     print(f"\npeak resident memory of the run: {peak_mib:,.0f} MiB")
 
 

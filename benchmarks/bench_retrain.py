@@ -12,6 +12,7 @@ examples:
   python benchmarks/bench_retrain.py --preset movielens --input ../shared/data/real/movielens-latest-small/ratings.csv --periods 10 20 30 39
   python benchmarks/bench_retrain.py --preset synthetic-business --set data.reader.scale=0.1 --periods 20 --strategies sml fine_tune
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,14 +83,19 @@ def time_period(engine: Engine, period: Period, profile_lines: int = 0) -> Perio
     timing each part; with profile_lines > 0 each retrain runs under cProfile."""
     cfg = engine.cfg
     start = time.perf_counter()
-    cand = sample_eval_candidates(engine.shared.history, period.users, period.items, period.n_items_before,
-                                  cfg.eval.negatives, engine.shared.rng("eval", period.index))
+    cand = sample_eval_candidates(
+        engine.shared.history,
+        period.users,
+        period.items,
+        period.n_items_before,
+        cfg.eval.negatives,
+        engine.shared.rng("eval", period.index),
+    )
     out = PeriodTimes(time.perf_counter() - start, {})
     engine.shared.history.extend(period.users, period.items)
     for name, strategy in engine.strategies.items():
         start = time.perf_counter()
-        rank_positives(*strategy.serving_embeddings(), period.users, period.items, cand.negatives,
-                       cfg.eval.chunk_rows)
+        rank_positives(*strategy.serving_embeddings(), period.users, period.items, cand.negatives, cfg.eval.chunk_rows)
         score_s = time.perf_counter() - start
         profiler = cProfile.Profile() if profile_lines else None
         start = time.perf_counter()
@@ -98,8 +104,11 @@ def time_period(engine: Engine, period: Period, profile_lines: int = 0) -> Perio
         strategy.retrain(period)
         if profiler:
             profiler.disable()
-        out.strategies[name] = (time.perf_counter() - start, score_s,
-                                profile_top(profiler, profile_lines) if profiler else "")
+        out.strategies[name] = (
+            time.perf_counter() - start,
+            score_s,
+            profile_top(profiler, profile_lines) if profiler else "",
+        )
     return out
 
 
@@ -126,24 +135,33 @@ def main() -> None:
     cfg = resolve(args.preset, None, args.overrides, args.input)
     log, _ = prepare(cfg.data, args.data_dir, progress=True)
     periods = list(prepared_periods(log))
-    learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=args.strategies,
-                                                          serving=args.strategies[0]))
-    print(f"# {args.preset}: {len(log.ts):,} events, {len(log.user_ids):,} users, {len(log.item_ids):,} items, "
-          f"{len(periods)} periods; torch threads {learner_cfg.threads}\n")
+    learner_cfg = replace(
+        cfg.learner, strategies=replace(cfg.learner.strategies, enabled=args.strategies, serving=args.strategies[0])
+    )
+    print(
+        f"# {args.preset}: {len(log.ts):,} events, {len(log.user_ids):,} users, {len(log.item_ids):,} items, "
+        f"{len(periods)} periods; torch threads {learner_cfg.threads}\n"
+    )
     rows, profiles = [], []
     for p in args.periods:
         engine = Engine(learner_cfg, log.phases)
         period = state_at(engine, periods, p, args.base_epochs)
         timed = time_period(engine, replace(period, phase=log.phases[p]), profile_lines=args.profile_lines)
         for name, (retrain_s, score_s, profile) in timed.strategies.items():
-            rows.append((p, name, len(period.users), len(engine.shared.history), retrain_s, score_s, timed.candidates_s))
+            rows.append(
+                (p, name, len(period.users), len(engine.shared.history), retrain_s, score_s, timed.candidates_s)
+            )
             profiles.append(f"### period {p}, {name}: {retrain_s:.1f} s\n```\n{profile}\n```")
             print(f"period {p:>3} {name:<13} retrain {retrain_s:8.2f} s  score {score_s:6.2f} s", flush=True)
-    print("\n| period | strategy | interactions | history | retrain s | eval s (score + shared candidates) | eval interactions/s |")
+    print(
+        "\n| period | strategy | interactions | history | retrain s | eval s (score + shared candidates) | eval interactions/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for p, name, n, history, retrain_s, score_s, candidate_s in rows:
         eval_s = score_s + candidate_s
-        print(f"| {p} | {name} | {n:,} | {history:,} | {retrain_s:.2f} | {score_s:.2f} + {candidate_s:.2f} | {n / eval_s:,.0f} |")
+        print(
+            f"| {p} | {name} | {n:,} | {history:,} | {retrain_s:.2f} | {score_s:.2f} + {candidate_s:.2f} | {n / eval_s:,.0f} |"
+        )
     by = {(row[0], row[1]): row[4] for row in rows}
     if "sml" in args.strategies and "full_retrain" in args.strategies:
         print("\n| period | full_retrain / sml |\n|---|---|")

@@ -19,14 +19,15 @@ examples:
   python benchmarks/bench_scaling.py --sweep vocab --scales 0.125 0.25 0.5 1.0 --vocab-period 0.25
   python benchmarks/bench_scaling.py --sweep period vocab --plot scaling.png
 """
+
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 
 import numpy as np
-
 from bench_retrain import state_at, time_period  # a sibling script: its folder is on sys.path when run
+
 from learner.engine import Engine
 from replay_data.prepared import prepare
 from simulator.config import resolve
@@ -36,17 +37,23 @@ YELP_PERIODS = 40  # the preset's periods at scale 1
 STRATEGIES = ["sml", "fine_tune", "spmf", "full_retrain"]
 
 
-def measure(scale: float, n_periods: int, timed_index: int | None, strategies: list[str],
-            data_dir: str | None) -> tuple[float, dict[str, float]]:
+def measure(
+    scale: float, n_periods: int, timed_index: int | None, strategies: list[str], data_dir: str | None
+) -> tuple[float, dict[str, float]]:
     """Seconds per part at one point of a sweep; returns (events in the timed period, times)."""
-    overrides = [f"data.reader.scale={scale}", f"data.schedule.params.n_periods={n_periods}",
-                 f"data.periods={n_periods}", "data.phases=null"]
+    overrides = [
+        f"data.reader.scale={scale}",
+        f"data.schedule.params.n_periods={n_periods}",
+        f"data.periods={n_periods}",
+        "data.phases=null",
+    ]
     cfg = resolve("synthetic-business", None, overrides, None)
     log, _ = prepare(cfg.data, data_dir, progress=False)
     periods = list(prepared_periods(log))
     p = timed_index if timed_index is not None else len(periods) - 1
-    learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=strategies,
-                                                          serving=strategies[0]))
+    learner_cfg = replace(
+        cfg.learner, strategies=replace(cfg.learner.strategies, enabled=strategies, serving=strategies[0])
+    )
     engine = Engine(learner_cfg, log.phases)
     period = state_at(engine, periods, p, base_epochs=2)
     timed = time_period(engine, period)
@@ -61,8 +68,10 @@ def n_periods_of(scale: float, size: float) -> int:
     """How many periods of `size` x the Yelp period size a log at `scale` holds (at least 3)."""
     n_periods = round(YELP_PERIODS * scale / size)
     if n_periods < 3:
-        raise SystemExit(f"a log at scale {scale} holds fewer than 3 periods of {size}x the Yelp period size: "
-                         "raise the scale or lower the period size")
+        raise SystemExit(
+            f"a log at scale {scale} holds fewer than 3 periods of {size}x the Yelp period size: "
+            "raise the scale or lower the period size"
+        )
     return n_periods
 
 
@@ -90,12 +99,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", nargs="+", choices=["period", "vocab"], default=["period", "vocab"])
     parser.add_argument("--scale", type=float, default=0.25, help="log scale for the period sweep")
-    parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0],
-                        help="period sizes for the period sweep, as multiples of the Yelp period size")
-    parser.add_argument("--scales", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0],
-                        help="log scales for the vocabulary sweep")
-    parser.add_argument("--vocab-period", type=float, default=0.25,
-                        help="period size of the vocabulary sweep, as a multiple of the Yelp period size")
+    parser.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5, 1.0, 2.0],
+        help="period sizes for the period sweep, as multiples of the Yelp period size",
+    )
+    parser.add_argument(
+        "--scales", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0], help="log scales for the vocabulary sweep"
+    )
+    parser.add_argument(
+        "--vocab-period",
+        type=float,
+        default=0.25,
+        help="period size of the vocabulary sweep, as a multiple of the Yelp period size",
+    )
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--data-dir", help="prepared-log cache (default: rtsim's)")
     parser.add_argument("--plot", help="write both sweeps' curves to this PNG")
@@ -110,8 +129,9 @@ def main() -> None:
             xs.append(events)
             rows.append(times)
             print(f"period size {size}x ({n_periods} periods): {events:,} events, {_seconds(times)}", flush=True)
-        curves["events per period"] = report(f"Against events per period (scale {args.scale})",
-                                             "events in the period", xs, rows)
+        curves["events per period"] = report(
+            f"Against events per period (scale {args.scale})", "events in the period", xs, rows
+        )
     if "vocab" in args.sweep:
         xs, rows = [], []
         without_full = [s for s in args.strategies if s != "full_retrain"]
@@ -120,10 +140,13 @@ def main() -> None:
             (events, known), times = measure(scale, n_periods, None, without_full, args.data_dir)
             xs.append(known)
             rows.append(times)
-            print(f"scale {scale} ({n_periods} periods): {known:,} users + items, {events:,} events, "
-                  f"{_seconds(times)}", flush=True)
-        curves["users + items known"] = report(f"Against vocabulary (periods of {args.vocab_period}x the Yelp size)",
-                                               "users + items", xs, rows)
+            print(
+                f"scale {scale} ({n_periods} periods): {known:,} users + items, {events:,} events, {_seconds(times)}",
+                flush=True,
+            )
+        curves["users + items known"] = report(
+            f"Against vocabulary (periods of {args.vocab_period}x the Yelp size)", "users + items", xs, rows
+        )
     if args.plot:
         plot(curves, args.plot)
 

@@ -4,6 +4,7 @@ examples:
   python benchmarks/bench_synthetic.py                       # both worlds, scale 1 (3.66M and 3.01M events)
   python benchmarks/bench_synthetic.py --worlds synthetic-news --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse

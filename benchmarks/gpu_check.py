@@ -10,6 +10,7 @@ examples:
   PYTHONPATH=. python benchmarks/gpu_check.py --devices cpu cuda --periods 39
   PYTHONPATH=. python benchmarks/gpu_check.py --devices cpu --scale 0.05 --periods 20   # a dry run without a GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,15 +53,33 @@ def main() -> None:
         results = {device: tiny_metrics(device, cache) for device in args.devices}
         reference = results[args.devices[0]]
         for device, values in results.items():
-            print(f"tiny preset on {device}: max |d NDCG@20| = {np.abs(values[:, 0] - reference[:, 0]).max():.2e}, "
-                  f"max |d Recall@20| = {np.abs(values[:, 1] - reference[:, 1]).max():.2e} (vs {args.devices[0]})",
-                  flush=True)
+            print(
+                f"tiny preset on {device}: max |d NDCG@20| = {np.abs(values[:, 0] - reference[:, 0]).max():.2e}, "
+                f"max |d Recall@20| = {np.abs(values[:, 1] - reference[:, 1]).max():.2e} (vs {args.devices[0]})",
+                flush=True,
+            )
         for device in args.devices:
             start = time.perf_counter()
-            command = [sys.executable, "benchmarks/bench_retrain.py", "--preset", "synthetic-business",
-                       "--set", f"data.reader.scale={args.scale}", "--set", f"learner.device={device}",
-                       "--set", f"learner.threads={args.threads}", "--data-dir", cache,
-                       "--periods", *args.periods, "--strategies", *args.strategies, "--profile-lines", "6"]
+            command = [
+                sys.executable,
+                "benchmarks/bench_retrain.py",
+                "--preset",
+                "synthetic-business",
+                "--set",
+                f"data.reader.scale={args.scale}",
+                "--set",
+                f"learner.device={device}",
+                "--set",
+                f"learner.threads={args.threads}",
+                "--data-dir",
+                cache,
+                "--periods",
+                *args.periods,
+                "--strategies",
+                *args.strategies,
+                "--profile-lines",
+                "6",
+            ]
             print(f"\n## {device}: {' '.join(command)}", flush=True)
             subprocess.run(command, check=True)
             print(f"({device} part took {time.perf_counter() - start:.0f} s)", flush=True)

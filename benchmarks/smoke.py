@@ -10,6 +10,7 @@ examples:
   python benchmarks/smoke.py --save benchmarks/smoke-baseline.json
   python benchmarks/smoke.py --baseline benchmarks/smoke-baseline.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,14 @@ import time
 from dataclasses import replace
 
 from bench_retrain import state_at, time_period  # a sibling script: its folder is on sys.path when run
+
 from learner.engine import Engine
-from simulator.stream import StreamLearner
 from replay_data.prepared import prepare
 from simulator.bus.memory import MemoryBus
 from simulator.config import resolve
 from simulator.producer import ReplayProducer
 from simulator.run import prepared_periods, replay_settings
+from simulator.stream import StreamLearner
 
 PERIOD = 20
 STRATEGIES = ("sml", "sml_s", "fine_tune", "full_retrain", "spmf")

@@ -1,4 +1,5 @@
 """The system under test: period windows, models, strategies, evaluation, metrics."""
+
 from __future__ import annotations
 
 import importlib

@@ -4,6 +4,7 @@ For each interaction (u, i) of a period, in sorted order: up to 999 distinct neg
 drawn uniformly from the items seen up to and including that interaction, none in u's
 history up to and including it. Drawn once per period and shared by every strategy.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -46,8 +47,9 @@ class HistoryChunk:
     eligible: np.ndarray  # pool minus the user's history, per row
 
 
-def history_chunks(history: History, users: np.ndarray, items: np.ndarray, n_items_before: int,
-                   chunk_rows: int = CHUNK_ROWS) -> Iterator[HistoryChunk]:
+def history_chunks(
+    history: History, users: np.ndarray, items: np.ndarray, n_items_before: int, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[HistoryChunk]:
     """The period's rows in chunks, each with its history bitmap (valid until the next chunk)."""
     n = len(users)
     if n == 0:
@@ -62,18 +64,25 @@ def history_chunks(history: History, users: np.ndarray, items: np.ndarray, n_ite
         seen[rows, cols] = False
 
 
-def sample_eval_candidates(history: History, users: np.ndarray, items: np.ndarray,
-                           n_items_before: int, n_negatives: int, rng: np.random.Generator) -> Candidates:
+def sample_eval_candidates(
+    history: History,
+    users: np.ndarray,
+    items: np.ndarray,
+    n_items_before: int,
+    n_negatives: int,
+    rng: np.random.Generator,
+) -> Candidates:
     """`history` holds the periods before this one; users/items are this period's codes."""
     out = np.full((len(users), n_negatives), -1, dtype=np.int64)
     counts = np.zeros(len(users), dtype=np.int64)
     for c in history_chunks(history, users, items, n_items_before):
-        _fill_chunk(out[c.lo:c.hi], counts[c.lo:c.hi], c.seen, c.pool, c.eligible, n_negatives, rng)
+        _fill_chunk(out[c.lo : c.hi], counts[c.lo : c.hi], c.seen, c.pool, c.eligible, n_negatives, rng)
     return Candidates(out, counts)
 
 
-def _mark_history(seen: np.ndarray, history: History, period: _PeriodPairs,
-                  users: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _mark_history(
+    seen: np.ndarray, history: History, period: _PeriodPairs, users: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Set seen[r, item] for the history of users[r] up to and including positions[r]."""
     rows_h, pos_h = user_ranges(history.keys, users)
     rows_p, pos_p = user_ranges(period.keys, users)
@@ -84,8 +93,15 @@ def _mark_history(seen: np.ndarray, history: History, period: _PeriodPairs,
     return rows, cols
 
 
-def _fill_chunk(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.ndarray,
-                eligible: np.ndarray, n_neg: int, rng: np.random.Generator) -> None:
+def _fill_chunk(
+    out: np.ndarray,
+    counts: np.ndarray,
+    seen: np.ndarray,
+    pool: np.ndarray,
+    eligible: np.ndarray,
+    n_neg: int,
+    rng: np.random.Generator,
+) -> None:
     # Small pools (early periods): enumerate the eligible items exactly.
     small = np.flatnonzero(eligible <= 2 * n_neg)
     for r in small:
@@ -105,8 +121,16 @@ def _fill_chunk(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.
     _large_pools(out, counts, seen, pool, pending, n_neg, draws, rng)
 
 
-def _large_pools(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np.ndarray, pending: np.ndarray,
-                 n_neg: int, draws: int, rng: np.random.Generator) -> None:
+def _large_pools(
+    out: np.ndarray,
+    counts: np.ndarray,
+    seen: np.ndarray,
+    pool: np.ndarray,
+    pending: np.ndarray,
+    n_neg: int,
+    draws: int,
+    rng: np.random.Generator,
+) -> None:
     """Rounds of `draws` candidates per pending row (doubling) until each has n_neg valid."""
     while len(pending):
         cand = np.sort((rng.random((len(pending), draws)) * pool[pending, None]).astype(np.int32), axis=1)
@@ -122,8 +146,9 @@ def _large_pools(out: np.ndarray, counts: np.ndarray, seen: np.ndarray, pool: np
 
 
 @numba.njit(cache=True)
-def _valid_candidates(seen: np.ndarray, pending: np.ndarray, cand: np.ndarray,
-                      n_neg: int) -> tuple[np.ndarray, np.ndarray]:
+def _valid_candidates(
+    seen: np.ndarray, pending: np.ndarray, cand: np.ndarray, n_neg: int
+) -> tuple[np.ndarray, np.ndarray]:
     """valid: not in the row's history and not a repeat (rows are sorted); done: rows with
     at least n_neg valid candidates."""
     valid = np.empty(cand.shape, np.bool_)
@@ -154,8 +179,9 @@ def _bar_invalid(keys: np.ndarray, valid: np.ndarray, done: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
-def _take_picked(out: np.ndarray, counts: np.ndarray, pending: np.ndarray, cand: np.ndarray, done: np.ndarray,
-                 pick: np.ndarray) -> None:
+def _take_picked(
+    out: np.ndarray, counts: np.ndarray, pending: np.ndarray, cand: np.ndarray, done: np.ndarray, pick: np.ndarray
+) -> None:
     d = 0
     for r in range(len(done)):
         if done[r]:

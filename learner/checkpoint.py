@@ -5,14 +5,15 @@ SHA-256 written beside it the same way, and only then the `latest` pointer is re
 A crash at any moment leaves the previous checkpoint and pointer intact. Loading checks
 the checksum and falls back to older checkpoints, saying which one it used and why.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
 from collections.abc import Callable
-from typing import BinaryIO, TypeVar
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 log = logging.getLogger("rtsim.checkpoint")
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class CheckpointStore:
         import torch  # here, so the CLI can name CheckpointError without loading torch
 
         path = self.directory / self._name(period)
+
         def save_hashed(handle: BinaryIO) -> str:
             writer = _HashingWriter(handle)
             try:
@@ -108,8 +110,11 @@ class CheckpointStore:
             previous = self._pointer()
             raise CheckpointError(
                 f"cannot write checkpoint {path}: {err.strerror or err}; "
-                + (f"the previous checkpoint {previous} is intact (resume with --resume)" if previous
-                   else "no earlier checkpoint exists")
+                + (
+                    f"the previous checkpoint {previous} is intact (resume with --resume)"
+                    if previous
+                    else "no earlier checkpoint exists"
+                )
                 + "; free disk space or make the run directory writable"
             ) from err
         self._prune()

@@ -1,4 +1,5 @@
 """The learner's settings and their defaults (layering and validation: docs/architecture.md, "Configuration")."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -83,8 +84,9 @@ class LearnerConfig:
     pretrain: TrainSpec = TrainSpec(lr=1e-2, batch=1024, epochs=20, l2=1e-5)
     eval: EvalConfig = EvalConfig()
     # one section per registered strategy, typed by its own `config` (learner/strategies/)
-    strategies: StrategiesSection = field(default_factory=lambda: strategies_section()(),
-                                          metadata={"type": strategies_section})
+    strategies: StrategiesSection = field(
+        default_factory=lambda: strategies_section()(), metadata={"type": strategies_section}
+    )
     checkpoint: CheckpointConfig = CheckpointConfig()
     guard: GuardConfig = GuardConfig()
 

@@ -4,6 +4,7 @@ The engine sees raw string ids only (what the bus carries) and owns the vocabula
 history and the strategies. Test-then-train is its structure: a strategy receives a
 period's data only in `retrain`, which runs after its served model was scored on it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -118,8 +119,12 @@ class Engine:
         for strategy in active.values():
             strategy.grow(user_rows, item_rows)
         candidates = sample_eval_candidates(
-            shared.history, period.users, period.items, period.n_items_before,
-            self.cfg.eval.negatives, stream_rng(self._eval_seed, "eval", t),
+            shared.history,
+            period.users,
+            period.items,
+            period.n_items_before,
+            self.cfg.eval.negatives,
+            stream_rng(self._eval_seed, "eval", t),
         )
         new_user = period.users >= period.n_users_before
         new_item = period.items >= period.n_items_before
@@ -130,16 +135,23 @@ class Engine:
             user_emb, item_emb = strategy.serving_embeddings()
             health = table_health(user_emb, item_emb)
             warned = self.guard.check(t, name, health)
-            ranks = rank_positives(user_emb, item_emb, period.users, period.items,
-                                   candidates.negatives, self.cfg.eval.chunk_rows)
+            ranks = rank_positives(
+                user_emb, item_emb, period.users, period.items, candidates.negatives, self.cfg.eval.chunk_rows
+            )
             ranks_of[name] = ranks
             full = None
             if self.cfg.eval.full_ranking:
-                all_ranks = full_ranks(user_emb, item_emb, shared.history, period.users, period.items,
-                                       period.n_items_before)
+                all_ranks = full_ranks(
+                    user_emb, item_emb, shared.history, period.users, period.items, period.n_items_before
+                )
                 full = metrics_from_ranks(all_ranks, self.cfg.eval.ks, new_user, new_item)
-            scored[name] = (metrics_from_ranks(ranks, self.cfg.eval.ks, new_user, new_item), full,
-                            time.perf_counter() - start, health, warned)
+            scored[name] = (
+                metrics_from_ranks(ranks, self.cfg.eval.ks, new_user, new_item),
+                full,
+                time.perf_counter() - start,
+                health,
+                warned,
+            )
         # only now does the period join what the strategies may learn from
         shared.history.extend(period.users, period.items)
         results = []
@@ -157,14 +169,25 @@ class Engine:
                 seconds[name] = time.perf_counter() - start
             retrain_seconds = seconds[name]
             metrics, full, eval_seconds, health, warned = scored[name]
-            results.append(StrategyResult(
-                period=t, phase=period.phase, strategy=name, serving=name == serving,
-                n_interactions=len(period.users), n_new_users=len(new_users), n_new_items=len(new_items),
-                n_candidates=n_candidates, metrics=metrics,
-                retrain_seconds=retrain_seconds, eval_seconds=eval_seconds, health=health,
-                guard_warning=warned, full=full,
-                ranks=ranks_of[name] if period.phase in ("validation", "test") else None,
-            ))
+            results.append(
+                StrategyResult(
+                    period=t,
+                    phase=period.phase,
+                    strategy=name,
+                    serving=name == serving,
+                    n_interactions=len(period.users),
+                    n_new_users=len(new_users),
+                    n_new_items=len(new_items),
+                    n_candidates=n_candidates,
+                    metrics=metrics,
+                    retrain_seconds=retrain_seconds,
+                    eval_seconds=eval_seconds,
+                    health=health,
+                    guard_warning=warned,
+                    full=full,
+                    ranks=ranks_of[name] if period.phase in ("validation", "test") else None,
+                )
+            )
         self._apply_pending(due)
         release_free_memory()  # the period's training buffers are freed: give their pages back
         return results
@@ -179,9 +202,18 @@ class Engine:
         originals: list[tuple[str, Hashable, Strategy]] = []
         for name, strategy in active.items():
             key = strategy.work_key(period)
-            twin = None if key is None else next(
-                (other for other, other_key, s in originals
-                 if other_key == key and same_state(s.state_dict(), strategy.state_dict())), None)
+            twin = (
+                None
+                if key is None
+                else next(
+                    (
+                        other
+                        for other, other_key, s in originals
+                        if other_key == key and same_state(s.state_dict(), strategy.state_dict())
+                    ),
+                    None,
+                )
+            )
             if twin is None:
                 originals.append((name, key, strategy))
             else:
@@ -203,8 +235,12 @@ class Engine:
                 "history": self.shared.history.state_dict(),
                 "base_model": self.base_model.state_dict() if self.base_model is not None else None,
                 "strategies": {name: s.state_dict() for name, s in self.strategies.items()},
-                "control": {"enabled": list(self.enabled), "serving": self.serving, "swaps": self.swaps,
-                            "pending": list(self._pending)},
+                "control": {
+                    "enabled": list(self.enabled),
+                    "serving": self.serving,
+                    "swaps": self.swaps,
+                    "pending": list(self._pending),
+                },
                 "guard": self.guard.state_dict(),
             }
 
@@ -299,8 +335,10 @@ class Engine:
     def _catch_up(self, strategy: Strategy) -> None:
         """A resumed strategy gets the initial rows of ids registered while it was off."""
         users, items = strategy.serving_embeddings()
-        strategy.grow(self._rows(self.user_vocab.ids[users.shape[0]:], "user"),
-                      self._rows(self.item_vocab.ids[items.shape[0]:], "item"))
+        strategy.grow(
+            self._rows(self.user_vocab.ids[users.shape[0] :], "user"),
+            self._rows(self.item_vocab.ids[items.shape[0] :], "item"),
+        )
 
     def _new_strategy(self, name: str, base: MF) -> Strategy:
         strategy = REGISTRY[name].from_settings(self.cfg.strategies, self.shared)
@@ -316,9 +354,12 @@ class Engine:
         new_items = self.item_vocab.register(items_raw)
         self.shared.n_users, self.shared.n_items = len(self.user_vocab), len(self.item_vocab)
         period = Period(
-            index=t, phase=self.phases[t],
-            users=self.user_vocab.lookup(users_raw), items=self.item_vocab.lookup(items_raw),
-            n_users_before=n_users_before, n_items_before=n_items_before,
+            index=t,
+            phase=self.phases[t],
+            users=self.user_vocab.lookup(users_raw),
+            items=self.item_vocab.lookup(items_raw),
+            n_users_before=n_users_before,
+            n_items_before=n_items_before,
         )
         return period, new_users, new_items
 
@@ -331,8 +372,14 @@ class Engine:
         """Pretrain the shared base MF on every pretrain period; start each strategy from it."""
         history = self.shared.history
         base = MF.from_rows(self._rows(self.user_vocab.ids, "user"), self._rows(self.item_vocab.ids, "item"))
-        train_mf(base, history.users, history.items, self.shared.sample_negatives,
-                 self.cfg.pretrain, self.shared.rng("pretrain"))
+        train_mf(
+            base,
+            history.users,
+            history.items,
+            self.shared.sample_negatives,
+            self.cfg.pretrain,
+            self.shared.rng("pretrain"),
+        )
         self.base_model = base
         with self._lock:
             for name in self.enabled:

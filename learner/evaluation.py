@@ -7,6 +7,7 @@ candidate, and a NaN or infinite negative counts as above the positive (comparis
 NaN are all false, which would otherwise rank a broken model's positives first).
 Recall@K = [rank < K]; NDCG@K = [rank < K] / log2(rank + 2) (one positive, IDCG = 1).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,14 @@ class PeriodMetrics:
     segment_ndcg: dict[int, dict[str, float]]  # per k, per segment; NaN for an empty segment
 
 
-def rank_positives(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray,
-                   positives: np.ndarray, negatives: np.ndarray, chunk_rows: int = 32) -> np.ndarray:
+def rank_positives(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    users: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    chunk_rows: int = 32,
+) -> np.ndarray:
     """Tie-aware rank of each positive among its negatives (-1 entries are padding)."""
     device = user_emb.device
     ranks = np.empty(len(users), dtype=np.float64)
@@ -60,8 +67,14 @@ def _tie_aware_ranks(s_pos: torch.Tensor, scores: torch.Tensor, valid: torch.Ten
     return (higher.double() + 0.5 * ties.double()).cpu().numpy()
 
 
-def full_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, history: History, users: np.ndarray,
-               items: np.ndarray, n_items_before: int) -> np.ndarray:
+def full_ranks(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    history: History,
+    users: np.ndarray,
+    items: np.ndarray,
+    n_items_before: int,
+) -> np.ndarray:
     """Tie-aware rank of each positive among every item seen up to and including its
     interaction and not in the user's history (the full-ranking option)."""
     device = user_emb.device
@@ -69,18 +82,19 @@ def full_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, history: History,
     with torch.no_grad():
         for c in history_chunks(history, users, items, n_items_before):
             n_pool = int(c.pool.max())
-            u = torch.as_tensor(users[c.lo:c.hi], device=device)
-            pos = torch.as_tensor(items[c.lo:c.hi], device=device)
+            u = torch.as_tensor(users[c.lo : c.hi], device=device)
+            pos = torch.as_tensor(items[c.lo : c.hi], device=device)
             scores = user_emb[u] @ item_emb[:n_pool].T
             s_pos = scores.gather(1, pos.unsqueeze(1))
             valid = ~torch.from_numpy(c.seen[: c.hi - c.lo, :n_pool]).to(device)
             valid &= torch.arange(n_pool, device=device) < torch.as_tensor(c.pool, device=device).unsqueeze(1)
-            ranks[c.lo:c.hi] = _tie_aware_ranks(s_pos, scores, valid)
+            ranks[c.lo : c.hi] = _tie_aware_ranks(s_pos, scores, valid)
     return ranks
 
 
-def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...], new_user: np.ndarray,
-                       new_item: np.ndarray) -> PeriodMetrics:
+def metrics_from_ranks(
+    ranks: np.ndarray, ks: tuple[int, ...], new_user: np.ndarray, new_item: np.ndarray
+) -> PeriodMetrics:
     n = len(ranks)
     recall, ndcg = {}, {}
     gains = {}
@@ -90,8 +104,10 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...], new_user: np.ndar
         recall[k] = float(hit.mean()) if n else float("nan")
         ndcg[k] = float(gains[k].mean()) if n else float("nan")
     masks = segment_masks(new_user, new_item)
-    segment_ndcg = {k: {name: float(gains[k][mask].mean()) if mask.any() else float("nan")
-                        for name, mask in masks.items()} for k in ks}
+    segment_ndcg = {
+        k: {name: float(gains[k][mask].mean()) if mask.any() else float("nan") for name, mask in masks.items()}
+        for k in ks
+    }
     return PeriodMetrics(n=n, recall=recall, ndcg=ndcg, segment_ndcg=segment_ndcg)
 
 

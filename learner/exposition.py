@@ -7,6 +7,7 @@
   measured yet (before the first online period, at speed max) stays missing instead of
   reading 0.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -31,13 +32,13 @@ class RunRegistry(CollectorRegistry):
         self.run = run
         if run is not None:
             Info("rtsim_run", "The run this process belongs to", registry=self).info(
-                {"preset": run.preset, "bus": run.bus})
+                {"preset": run.preset, "bus": run.bus}
+            )
 
     def collect(self) -> Iterable[Metric]:
         for family in super().collect():
             if self.run is not None:
-                family.samples = [s._replace(labels={**s.labels, "run_id": self.run.run_id})
-                                  for s in family.samples]
+                family.samples = [s._replace(labels={**s.labels, "run_id": self.run.run_id}) for s in family.samples]
             yield family
 
 

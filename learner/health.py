@@ -5,6 +5,7 @@ A diverging strategy still scores (non-finite scores rank last, see evaluation.p
 run's numbers stay honest; these figures say *why* a strategy collapsed, in periods.csv,
 the log and the metrics, before its quality shows it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,14 +50,25 @@ class NormGuard:
         now = health.max_row_norm
         self.last[strategy] = now
         if health.nonfinite_rows:
-            log.warning("period %d: %s serves %d rows that are not finite (NaN or inf); they rank "
-                        "last. The strategy has diverged: lower its learning rates", t, strategy,
-                        health.nonfinite_rows)
+            log.warning(
+                "period %d: %s serves %d rows that are not finite (NaN or inf); they rank "
+                "last. The strategy has diverged: lower its learning rates",
+                t,
+                strategy,
+                health.nonfinite_rows,
+            )
             return True
         if before and math.isfinite(before) and now > self.growth * before:
-            log.warning("period %d: the largest row norm of %s grew %.3g-fold in one period (%.3g -> %.3g),"
-                        " more than learner.guard.norm_growth=%g: it may be diverging", t, strategy,
-                        now / before, before, now, self.growth)
+            log.warning(
+                "period %d: the largest row norm of %s grew %.3g-fold in one period (%.3g -> %.3g),"
+                " more than learner.guard.norm_growth=%g: it may be diverging",
+                t,
+                strategy,
+                now / before,
+                before,
+                now,
+                self.growth,
+            )
             return True
         return False
 

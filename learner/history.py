@@ -1,4 +1,5 @@
 """Everything the learner has seen so far, in code space: interactions and user-item sets."""
+
 from __future__ import annotations
 
 import numba

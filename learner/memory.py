@@ -1,4 +1,5 @@
 """Handing the memory a closed period freed back to the operating system."""
+
 from __future__ import annotations
 
 import ctypes

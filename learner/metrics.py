@@ -6,6 +6,7 @@ collide on the global one. No metric carries a `period` label: progression is th
 axis, and the period index is a gauge of its own. Every sample carries the run's `run_id`
 (learner/exposition.py), which is also what the producer's series join on.
 """
+
 from __future__ import annotations
 
 import errno
@@ -25,8 +26,7 @@ disable_created_metrics()
 
 # retraining takes from milliseconds (fine_tune on a tiny period) to hours (full_retrain at
 # paper scale); the default buckets stop at 10 s
-RETRAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 150, 300, 600,
-                   1800, 3600, 7200, 14400)
+RETRAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 150, 300, 600, 1800, 3600, 7200, 14400)
 
 METRIC_NAMES = (
     "rtsim_next_period_ndcg",
@@ -68,8 +68,9 @@ class MetricsPortInUse(OSError):
     """The metrics port is taken; the message names the port and the option to change it."""
 
 
-def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *,
-          option: str = "--metrics-port") -> tuple[WSGIServer, int]:
+def serve(
+    registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *, option: str = "--metrics-port"
+) -> tuple[WSGIServer, int]:
     """Serve `registry` at http://host:port/metrics from a daemon thread; (server, bound port).
 
     Port 0 picks a free port. Stop with `server.shutdown(); server.server_close()`.
@@ -81,8 +82,8 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *
         if err.errno == errno.EADDRINUSE:
             raise MetricsPortInUse(
                 errno.EADDRINUSE,
-                f"metrics port {port} on {host} is already in use: choose another with {option} "
-                "(0 picks a free port)") from err
+                f"metrics port {port} on {host} is already in use: choose another with {option} (0 picks a free port)",
+            ) from err
         raise
     return server, server.server_port
 
@@ -115,61 +116,115 @@ def _set_finite(gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
 class LearnerMetrics:
     def __init__(self, run: RunLabels | None = None) -> None:
         self.registry = r = RunRegistry(run)
-        self.ndcg = Gauge("rtsim_next_period_ndcg", "NDCG@k of each strategy's served model on the "
-                          "last closed period (test-then-train)", ["strategy", "k"], registry=r)
-        self.recall = Gauge("rtsim_next_period_recall", "Recall@k of each strategy's served model on "
-                            "the last closed period", ["strategy", "k"], registry=r)
-        self.segment_ndcg = Gauge("rtsim_segment_ndcg", "NDCG@k per old/new user x old/new item "
-                                  "segment on the last closed period; absent for an empty segment",
-                                  ["strategy", "segment", "k"], registry=r)
-        self.retrain = Histogram("rtsim_retrain_duration_seconds", "Seconds of training work per "
-                                 "retrain (evaluation excluded)", ["strategy"], buckets=RETRAIN_BUCKETS,
-                                 registry=r)
-        self.retrain_last = Gauge("rtsim_retrain_last_duration_seconds", "Seconds of the last retrain",
-                                  ["strategy"], registry=r)
-        self.eval = Histogram("rtsim_eval_duration_seconds", "Seconds per evaluation of a strategy on "
-                              "a closed period", ["strategy"], buckets=RETRAIN_BUCKETS, registry=r)
-        self.eval_last = Gauge("rtsim_eval_last_duration_seconds", "Seconds of the last evaluation",
-                               ["strategy"], registry=r)
-        self.serving = Gauge("rtsim_serving_strategy", "1 for the strategy being served, else 0",
-                             ["strategy"], registry=r)
-        self.serving_ndcg = Gauge("rtsim_serving_ndcg", "NDCG@k of the serving strategy on the last "
-                                  "closed period", ["k"], registry=r)
-        self.swaps = Counter("rtsim_strategy_swaps", "Changes of the serving strategy in this run "
-                             "(continued from the checkpoint after a resume)", registry=r)
-        self.period_index = OptionalGauge("rtsim_period_index", "Index of the last closed period",
-                                          registry=r)
-        self.period_interactions = OptionalGauge("rtsim_period_interactions", "Interactions in the "
-                                                 "last closed online period", registry=r)
-        self.period_new_users = OptionalGauge("rtsim_period_new_users", "Users first seen in the "
-                                              "last closed online period", registry=r)
-        self.period_new_items = OptionalGauge("rtsim_period_new_items", "Items first seen in the "
-                                              "last closed online period", registry=r)
-        self.consumed = Counter("rtsim_events_consumed", "Events decoded into a period window",
-                                registry=r)
-        self.ingested = Counter("rtsim_events_ingested", "Events taken off the bus (into a period "
-                                "window or outside the schedule); the producer's "
-                                "rtsim_events_produced_total minus this is the consumer lag", registry=r)
-        self.rejected = Counter("rtsim_events_rejected", "Events rejected, by reason (a reason "
-                                "appears once it happens)", ["reason"], registry=r)
-        self.late = Counter("rtsim_events_late", "Events older than the open period, folded into it",
-                            registry=r)
+        self.ndcg = Gauge(
+            "rtsim_next_period_ndcg",
+            "NDCG@k of each strategy's served model on the last closed period (test-then-train)",
+            ["strategy", "k"],
+            registry=r,
+        )
+        self.recall = Gauge(
+            "rtsim_next_period_recall",
+            "Recall@k of each strategy's served model on the last closed period",
+            ["strategy", "k"],
+            registry=r,
+        )
+        self.segment_ndcg = Gauge(
+            "rtsim_segment_ndcg",
+            "NDCG@k per old/new user x old/new item segment on the last closed period; absent for an empty segment",
+            ["strategy", "segment", "k"],
+            registry=r,
+        )
+        self.retrain = Histogram(
+            "rtsim_retrain_duration_seconds",
+            "Seconds of training work per retrain (evaluation excluded)",
+            ["strategy"],
+            buckets=RETRAIN_BUCKETS,
+            registry=r,
+        )
+        self.retrain_last = Gauge(
+            "rtsim_retrain_last_duration_seconds", "Seconds of the last retrain", ["strategy"], registry=r
+        )
+        self.eval = Histogram(
+            "rtsim_eval_duration_seconds",
+            "Seconds per evaluation of a strategy on a closed period",
+            ["strategy"],
+            buckets=RETRAIN_BUCKETS,
+            registry=r,
+        )
+        self.eval_last = Gauge(
+            "rtsim_eval_last_duration_seconds", "Seconds of the last evaluation", ["strategy"], registry=r
+        )
+        self.serving = Gauge(
+            "rtsim_serving_strategy", "1 for the strategy being served, else 0", ["strategy"], registry=r
+        )
+        self.serving_ndcg = Gauge(
+            "rtsim_serving_ndcg", "NDCG@k of the serving strategy on the last closed period", ["k"], registry=r
+        )
+        self.swaps = Counter(
+            "rtsim_strategy_swaps",
+            "Changes of the serving strategy in this run (continued from the checkpoint after a resume)",
+            registry=r,
+        )
+        self.period_index = OptionalGauge("rtsim_period_index", "Index of the last closed period", registry=r)
+        self.period_interactions = OptionalGauge(
+            "rtsim_period_interactions", "Interactions in the last closed online period", registry=r
+        )
+        self.period_new_users = OptionalGauge(
+            "rtsim_period_new_users", "Users first seen in the last closed online period", registry=r
+        )
+        self.period_new_items = OptionalGauge(
+            "rtsim_period_new_items", "Items first seen in the last closed online period", registry=r
+        )
+        self.consumed = Counter("rtsim_events_consumed", "Events decoded into a period window", registry=r)
+        self.ingested = Counter(
+            "rtsim_events_ingested",
+            "Events taken off the bus (into a period "
+            "window or outside the schedule); the producer's "
+            "rtsim_events_produced_total minus this is the consumer lag",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "rtsim_events_rejected",
+            "Events rejected, by reason (a reason appears once it happens)",
+            ["reason"],
+            registry=r,
+        )
+        self.late = Counter("rtsim_events_late", "Events older than the open period, folded into it", registry=r)
         self.model_users = OptionalGauge("rtsim_model_users", "Users known to the models", registry=r)
         self.model_items = OptionalGauge("rtsim_model_items", "Items known to the models", registry=r)
-        self.below_fine_tune = Gauge("rtsim_periods_below_fine_tune", "Closed periods in a row in "
-                                     "which the strategy's NDCG at the largest k was below fine_tune's "
-                                     "(0 when it was not; absent without fine_tune)", ["strategy"], registry=r)
-        self.last_retrain = OptionalGauge("rtsim_last_retrain_timestamp_seconds", "Unix time at which "
-                                          "the last period's retraining finished", registry=r)
-        self.nonfinite_rows = Gauge("rtsim_model_nonfinite_rows", "Rows of each strategy's served "
-                                    "tables holding NaN or inf when the last period was scored",
-                                    ["strategy"], registry=r)
-        self.max_row_norm = Gauge("rtsim_model_max_row_norm", "Largest L2 norm among the finite rows "
-                                  "of each strategy's served tables when the last period was scored",
-                                  ["strategy"], registry=r)
-        self.norm_warnings = Counter("rtsim_model_norm_warnings", "Periods in which a strategy's served "
-                                     "tables held non-finite rows or their largest row norm grew more "
-                                     "than learner.guard.norm_growth times", ["strategy"], registry=r)
+        self.below_fine_tune = Gauge(
+            "rtsim_periods_below_fine_tune",
+            "Closed periods in a row in "
+            "which the strategy's NDCG at the largest k was below fine_tune's "
+            "(0 when it was not; absent without fine_tune)",
+            ["strategy"],
+            registry=r,
+        )
+        self.last_retrain = OptionalGauge(
+            "rtsim_last_retrain_timestamp_seconds",
+            "Unix time at which the last period's retraining finished",
+            registry=r,
+        )
+        self.nonfinite_rows = Gauge(
+            "rtsim_model_nonfinite_rows",
+            "Rows of each strategy's served tables holding NaN or inf when the last period was scored",
+            ["strategy"],
+            registry=r,
+        )
+        self.max_row_norm = Gauge(
+            "rtsim_model_max_row_norm",
+            "Largest L2 norm among the finite rows of each strategy's served tables when the last period was scored",
+            ["strategy"],
+            registry=r,
+        )
+        self.norm_warnings = Counter(
+            "rtsim_model_norm_warnings",
+            "Periods in which a strategy's served "
+            "tables held non-finite rows or their largest row norm grew more "
+            "than learner.guard.norm_growth times",
+            ["strategy"],
+            registry=r,
+        )
         self._consumed = CounterFeed(self.consumed)
         self._ingested = CounterFeed(self.ingested)
         self._late = CounterFeed(self.late)
@@ -183,8 +238,9 @@ class LearnerMetrics:
         if rows:
             self._observe_rows(rows, serving, time.time())
 
-    def restore(self, t: int, rows: list[dict], n_users: int, n_items: int, swaps: int,
-                closed_at: float | None) -> None:
+    def restore(
+        self, t: int, rows: list[dict], n_users: int, n_items: int, swaps: int, closed_at: float | None
+    ) -> None:
         """A resumed run: what reads as "so far in this run" (retrain and evaluation
         histograms, swaps, the period index, the last results) continues from the
         checkpoint's rows and swap count instead of from 0. closed_at: when period t closed."""

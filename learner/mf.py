@@ -1,4 +1,5 @@
 """Matrix factorisation scored by dot product, trained with BCE and one sampled negative."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,8 +8,8 @@ import numpy as np
 import torch
 
 from learner import mf_native
-from learner.train_spec import TrainSpec
 from learner.tables import EmbeddingTable
+from learner.train_spec import TrainSpec
 
 NegativeSampler = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -21,14 +22,14 @@ class MF:
         self.items = items
 
     @classmethod
-    def from_rows(cls, user_rows: torch.Tensor, item_rows: torch.Tensor) -> "MF":
+    def from_rows(cls, user_rows: torch.Tensor, item_rows: torch.Tensor) -> MF:
         return cls(EmbeddingTable(user_rows.clone()), EmbeddingTable(item_rows.clone()))
 
     def grow(self, user_rows: torch.Tensor, item_rows: torch.Tensor) -> None:
         self.users.grow(user_rows)
         self.items.grow(item_rows)
 
-    def copy(self) -> "MF":
+    def copy(self) -> MF:
         return MF(self.users.copy(), self.items.copy())
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +39,7 @@ class MF:
         return {"users": self.users.state_dict(), "items": self.items.state_dict()}
 
     @classmethod
-    def from_state(cls, state: dict, device: str | torch.device = "cpu") -> "MF":
+    def from_state(cls, state: dict, device: str | torch.device = "cpu") -> MF:
         return cls(EmbeddingTable.from_state(state["users"], device), EmbeddingTable.from_state(state["items"], device))
 
 
@@ -85,9 +86,15 @@ def weighted_batches(weights: np.ndarray, batch: int, rng: np.random.Generator) 
     return rows, np.arange(batch, (n_batches + 1) * batch, batch)
 
 
-def train_mf(model: MF, users: np.ndarray, items: np.ndarray, sample_negatives: NegativeSampler,
-             spec: TrainSpec, rng: np.random.Generator,
-             batches: Callable[[np.random.Generator], Plan] | None = None) -> None:
+def train_mf(
+    model: MF,
+    users: np.ndarray,
+    items: np.ndarray,
+    sample_negatives: NegativeSampler,
+    spec: TrainSpec,
+    rng: np.random.Generator,
+    batches: Callable[[np.random.Generator], Plan] | None = None,
+) -> None:
     """spec.epochs passes of row-sparse Adam over (users, items), fresh negatives per epoch."""
     if len(users) == 0:
         return
@@ -106,14 +113,16 @@ def epoch_runner(device: torch.device) -> EpochRunner:
     return native_epoch if device.type == "cpu" else torch_epoch
 
 
-def native_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]],
-                 spec: TrainSpec) -> None:
+def native_epoch(
+    model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]], spec: TrainSpec
+) -> None:
     ends = np.fromiter((hi for _, hi in bounds), np.int64, len(bounds))
     mf_native.train_epoch(model.users, model.items, u, i, j, ends, spec.lr, spec.l2)
 
 
-def torch_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]],
-                spec: TrainSpec) -> None:
+def torch_epoch(
+    model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: list[tuple[int, int]], spec: TrainSpec
+) -> None:
     """One mf_step per batch; one copy to the device per epoch, each batch is then a view."""
     device = model.users.weight.device
     u_t, i_t, j_t = (torch.as_tensor(a, dtype=torch.int64, device=device) for a in (u, i, j))
@@ -121,8 +130,9 @@ def torch_epoch(model: MF, u: np.ndarray, i: np.ndarray, j: np.ndarray, bounds: 
         mf_step(model, u_t[lo:hi], i_t[lo:hi], j_t[lo:hi], spec)
 
 
-def epoch_rows(users: np.ndarray, plan: Plan, sample_negatives: NegativeSampler,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+def epoch_rows(
+    users: np.ndarray, plan: Plan, sample_negatives: NegativeSampler, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """One epoch's batches laid end to end: (row order, one negative per row, each batch's
     [lo, hi) in both).
 

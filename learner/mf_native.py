@@ -5,6 +5,7 @@ the rows as they were before the batch, then one lazy Adam step per table on its
 rows, a row's gradients summed over its repeats, bias correction by the table's global step.
 The loop is single-threaded and runs in a fixed order, so a seed gives the same tables.
 """
+
 from __future__ import annotations
 
 import numba
@@ -49,8 +50,20 @@ def _slot(row: int, slots: np.ndarray, rows: np.ndarray, grad: np.ndarray, n: in
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _adam_rows(w: np.ndarray, m: np.ndarray, v: np.ndarray, rows: np.ndarray, grad: np.ndarray, n: int,
-               slots: np.ndarray, step: int, lr: float, b1: float, b2: float, eps: float) -> None:
+def _adam_rows(
+    w: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    rows: np.ndarray,
+    grad: np.ndarray,
+    n: int,
+    slots: np.ndarray,
+    step: int,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+) -> None:
     """One lazy Adam step on rows[:n] (each distinct), in float32 as torch runs it; frees their slots."""
     fb1, fb2, feps = F32(b1), F32(b2), F32(eps)
     c1, c2 = F32(1.0 - b1), F32(1.0 - b2)
@@ -72,9 +85,25 @@ def _adam_rows(w: np.ndarray, m: np.ndarray, v: np.ndarray, rows: np.ndarray, gr
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _epoch(p: np.ndarray, mp: np.ndarray, vp: np.ndarray, q: np.ndarray, mq: np.ndarray, vq: np.ndarray,
-           u: np.ndarray, i: np.ndarray, j: np.ndarray, ends: np.ndarray, step_u: int, step_i: int,
-           lr: float, l2: float, b1: float, b2: float, eps: float) -> None:
+def _epoch(
+    p: np.ndarray,
+    mp: np.ndarray,
+    vp: np.ndarray,
+    q: np.ndarray,
+    mq: np.ndarray,
+    vq: np.ndarray,
+    u: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    ends: np.ndarray,
+    step_u: int,
+    step_i: int,
+    lr: float,
+    l2: float,
+    b1: float,
+    b2: float,
+    eps: float,
+) -> None:
     d = p.shape[1]
     width = int(np.max(np.diff(np.concatenate((np.zeros(1, np.int64), ends))))) if len(ends) else 0
     slots_u = np.full(p.shape[0], -1, np.int32)
@@ -111,12 +140,33 @@ def _epoch(p: np.ndarray, mp: np.ndarray, vp: np.ndarray, q: np.ndarray, mq: np.
         lo = hi
 
 
-def train_epoch(users: EmbeddingTable, items: EmbeddingTable, u: np.ndarray, i: np.ndarray, j: np.ndarray,
-                ends: np.ndarray, lr: float, l2: float, betas: tuple[float, float] = (0.9, 0.999),
-                eps: float = 1e-8) -> None:
+def train_epoch(
+    users: EmbeddingTable,
+    items: EmbeddingTable,
+    u: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    ends: np.ndarray,
+    lr: float,
+    l2: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> None:
     """Batches [ends[t-1], ends[t]) of (u, i, j) in order, updating both CPU tables in place."""
     arrays = [t.numpy() for table in (users, items) for t in (table.weight, table.exp_avg, table.exp_avg_sq)]
-    _epoch(*arrays, u.astype(np.int64, copy=False), i.astype(np.int64, copy=False), j.astype(np.int64, copy=False),
-           np.asarray(ends, np.int64), users.step, items.step, lr, l2, betas[0], betas[1], eps)
+    _epoch(
+        *arrays,
+        u.astype(np.int64, copy=False),
+        i.astype(np.int64, copy=False),
+        j.astype(np.int64, copy=False),
+        np.asarray(ends, np.int64),
+        users.step,
+        items.step,
+        lr,
+        l2,
+        betas[0],
+        betas[1],
+        eps,
+    )
     users.step += len(ends)
     items.step += len(ends)

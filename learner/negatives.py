@@ -1,4 +1,5 @@
 """The one training-negative sampler every strategy uses (docs/architecture.md, "Training and evaluation negatives")."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,9 @@ from learner.history import History, pair_keys
 _MAX_ROUNDS = 64
 
 
-def sample_training_negatives(history: History, n_items: int, users: np.ndarray,
-                              rng: np.random.Generator) -> np.ndarray:
+def sample_training_negatives(
+    history: History, n_items: int, users: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """One negative per row: uniform over the items known so far, not in the user's history.
 
     Vectorised rejection sampling: draw for every row, redraw only the rows that hit the

@@ -1,4 +1,5 @@
 """What the engine hands to strategies: one closed period, and the shared learner state."""
+
 from __future__ import annotations
 
 import zlib

@@ -1,4 +1,5 @@
 """A uniform reservoir sample of a stream of interactions (Vitter's Algorithm R)."""
+
 from __future__ import annotations
 
 import numpy as np

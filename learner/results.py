@@ -1,4 +1,5 @@
 """periods.csv rows and the summary tables (the paper's Table 1 and Table 2 shapes)."""
+
 from __future__ import annotations
 
 import csv
@@ -18,17 +19,27 @@ HEALTH_COLUMNS = ("nonfinite_rows", "max_row_norm", "norm_warning")
 
 def columns(ks: tuple[int, ...] = KS, full_ranking: bool = False) -> list[str]:
     full = [f"full_recall@{k}" for k in ks] + [f"full_ndcg@{k}" for k in ks] if full_ranking else []
-    return (["period", "phase", "strategy", "serving", "n_interactions", "n_new_users", "n_new_items", "n_candidates"]
-            + [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
-            + [f"ndcg@{k}[{s}]" for k in ks for s in SEGMENTS] + full + list(HEALTH_COLUMNS) + list(TIMING_COLUMNS))
+    return (
+        ["period", "phase", "strategy", "serving", "n_interactions", "n_new_users", "n_new_items", "n_candidates"]
+        + [f"recall@{k}" for k in ks]
+        + [f"ndcg@{k}" for k in ks]
+        + [f"ndcg@{k}[{s}]" for k in ks for s in SEGMENTS]
+        + full
+        + list(HEALTH_COLUMNS)
+        + list(TIMING_COLUMNS)
+    )
 
 
 def as_row(result: StrategyResult) -> dict:
     m = result.metrics
     row = {
-        "period": result.period, "phase": result.phase, "strategy": result.strategy,
-        "serving": int(result.serving), "n_interactions": result.n_interactions,
-        "n_new_users": result.n_new_users, "n_new_items": result.n_new_items,
+        "period": result.period,
+        "phase": result.phase,
+        "strategy": result.strategy,
+        "serving": int(result.serving),
+        "n_interactions": result.n_interactions,
+        "n_new_users": result.n_new_users,
+        "n_new_items": result.n_new_items,
         "n_candidates": round(result.n_candidates, 6),
     }
     row.update({f"recall@{k}": v for k, v in m.recall.items()})
@@ -37,8 +48,11 @@ def as_row(result: StrategyResult) -> dict:
     if result.full is not None:
         row.update({f"full_recall@{k}": v for k, v in result.full.recall.items()})
         row.update({f"full_ndcg@{k}": v for k, v in result.full.ndcg.items()})
-    row.update(nonfinite_rows=result.health.nonfinite_rows, max_row_norm=result.health.max_row_norm,
-               norm_warning=int(result.guard_warning))
+    row.update(
+        nonfinite_rows=result.health.nonfinite_rows,
+        max_row_norm=result.health.max_row_norm,
+        norm_warning=int(result.guard_warning),
+    )
     row.update(retrain_seconds=round(result.retrain_seconds, 4), eval_seconds=round(result.eval_seconds, 4))
     return row
 
@@ -130,8 +144,11 @@ def relative_improvement(table: pd.DataFrame, metric: str, ks: tuple[int, ...], 
         return {}
     out = {}
     for strategy in table.index:
-        ratios = [table.at[reference, f"{metric}@{k}"] / table.at[strategy, f"{metric}@{k}"] - 1
-                  for k in ks if table.at[strategy, f"{metric}@{k}"] > 0]
+        ratios = [
+            table.at[reference, f"{metric}@{k}"] / table.at[strategy, f"{metric}@{k}"] - 1
+            for k in ks
+            if table.at[strategy, f"{metric}@{k}"] > 0
+        ]
         out[strategy] = float(np.mean(ratios)) if ratios and strategy != reference else None
     return out
 
@@ -141,21 +158,35 @@ def summary_markdown(df: pd.DataFrame, title: str, ks: tuple[int, ...] = KS) -> 
     lines = [f"# {title}", ""]
     if not test_periods:
         return "\n".join(lines + ["No test period has closed yet.", ""])
-    lines += [f"Test periods: {test_periods[0]}-{test_periods[-1]} ({len(test_periods)} periods, "
-              f"{int(df.loc[(df['phase'] == 'test'), 'n_interactions'].sum() / max(1, df['strategy'].nunique()))} "
-              "interactions). 1 positive vs up to 999 sampled negatives per interaction.", ""]
+    lines += [
+        f"Test periods: {test_periods[0]}-{test_periods[-1]} ({len(test_periods)} periods, "
+        f"{int(df.loc[(df['phase'] == 'test'), 'n_interactions'].sum() / max(1, df['strategy'].nunique()))} "
+        "interactions). 1 positive vs up to 999 sampled negatives per interaction.",
+        "",
+    ]
     broken = nonfinite_periods(df)
-    for label, table in (("pooled over test interactions", pooled(df)),
-                         ("mean of per-period values", per_period_mean(df))):
+    for label, table in (
+        ("pooled over test interactions", pooled(df)),
+        ("mean of per-period values", per_period_mean(df)),
+    ):
         lines += [f"## Table 1: next-period quality, {label}", "", _table1(table, ks, broken), ""]
     for strategy, periods in broken.items():
-        lines += [f"† {strategy} served rows that are not finite (NaN or inf) in test periods "
-                  f"{', '.join(map(str, periods))}: it diverged. Those periods count with every "
-                  "positive ranked last, so its figures are a floor, not a model's quality.", ""]
-    lines += ["RI: the paper's relative improvement of SML over each strategy, "
-              "mean over K of (SML / strategy - 1).", "",
-              "## Table 2: retraining seconds per test period", "", _table2(df, test_periods), "",
-              "Retrain seconds cover training work only; evaluation is timed apart (`eval_seconds` in periods.csv).", ""]
+        lines += [
+            f"† {strategy} served rows that are not finite (NaN or inf) in test periods "
+            f"{', '.join(map(str, periods))}: it diverged. Those periods count with every "
+            "positive ranked last, so its figures are a floor, not a model's quality.",
+            "",
+        ]
+    lines += [
+        "RI: the paper's relative improvement of SML over each strategy, mean over K of (SML / strategy - 1).",
+        "",
+        "## Table 2: retraining seconds per test period",
+        "",
+        _table2(df, test_periods),
+        "",
+        "Retrain seconds cover training work only; evaluation is timed apart (`eval_seconds` in periods.csv).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -170,8 +201,13 @@ def nonfinite_periods(df: pd.DataFrame, phases: tuple[str, ...] = ("test",)) -> 
 def _table1(table: pd.DataFrame, ks: tuple[int, ...], broken: dict[str, list[int]]) -> str:
     ri_r = relative_improvement(table, "recall", ks)
     ri_n = relative_improvement(table, "ndcg", ks)
-    header = (["Strategy"] + [f"R@{k}" for k in ks] + (["RI(R)"] if ri_r else [])
-              + [f"N@{k}" for k in ks] + (["RI(N)"] if ri_n else []))
+    header = (
+        ["Strategy"]
+        + [f"R@{k}" for k in ks]
+        + (["RI(R)"] if ri_r else [])
+        + [f"N@{k}" for k in ks]
+        + (["RI(N)"] if ri_n else [])
+    )
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for strategy in table.index:
         cells = [f"{strategy} †" if strategy in broken else strategy]
@@ -213,8 +249,9 @@ def comparison_reference(df: pd.DataFrame) -> str:
     return str(served["strategy"].iloc[0]) if len(served) else strategies[0]
 
 
-def paired_comparisons(ranks: dict[int, dict[tuple[str, int], np.ndarray]], periods: list[int],
-                       reference: str, others: list[str], k: int) -> tuple[dict, str | None]:
+def paired_comparisons(
+    ranks: dict[int, dict[tuple[str, int], np.ndarray]], periods: list[int], reference: str, others: list[str], k: int
+) -> tuple[dict, str | None]:
     """{(other, metric): Interval of reference minus other} over the test interactions of every
     seed (learner/stats.py, paired_bootstrap); or ({}, why not)."""
     from learner import stats
@@ -228,8 +265,10 @@ def paired_comparisons(ranks: dict[int, dict[tuple[str, int], np.ndarray]], peri
             for period in periods:
                 a, b = ranks[seed].get((reference, period)), ranks[seed].get((other, period))
                 if a is None or b is None:
-                    return {}, (f"seed {seed} has no per-interaction ranks of {reference if a is None else other} "
-                                f"for test period {period} (ranks/period-{period:06d}.npz)")
+                    return {}, (
+                        f"seed {seed} has no per-interaction ranks of {reference if a is None else other} "
+                        f"for test period {period} (ranks/period-{period:06d}.npz)"
+                    )
                 if len(a) != len(b):
                     return {}, f"seed {seed}, period {period}: {reference} and {other} ranked different interactions"
                 ga, gb = stats.gains(a, k), stats.gains(b, k)
@@ -244,8 +283,13 @@ def paired_comparisons(ranks: dict[int, dict[tuple[str, int], np.ndarray]], peri
     return out, None
 
 
-def seeds_summary_markdown(frames: dict[int, pd.DataFrame], ranks: dict[int, dict[tuple[str, int], np.ndarray]],
-                           title: str, ks: tuple[int, ...] = KS, eval_seed: int | None = None) -> str:
+def seeds_summary_markdown(
+    frames: dict[int, pd.DataFrame],
+    ranks: dict[int, dict[tuple[str, int], np.ndarray]],
+    title: str,
+    ks: tuple[int, ...] = KS,
+    eval_seed: int | None = None,
+) -> str:
     """summary.md of a seed sweep: Table 1 as the mean over seeds with a 95% t interval, the
     paired comparisons of the reference strategy (SML) against every other, and Table 2 as
     the mean over seeds."""
@@ -258,16 +302,19 @@ def seeds_summary_markdown(frames: dict[int, pd.DataFrame], ranks: dict[int, dic
     if not test_periods:
         return "\n".join(lines + ["No test period has closed yet.", ""])
     n_test = int(first.loc[first["phase"] == "test", "n_interactions"].sum() / max(1, first["strategy"].nunique()))
-    lines += [f"{len(seeds)} seeds (`learner.seed` = {', '.join(map(str, seeds))}), one run each in `seed-<s>/`; "
-              f"every run ranks the same evaluation candidates (`learner.eval_seed` = "
-              f"{eval_seed if eval_seed is not None else 'as each run'}). Test periods: {test_periods[0]}-{test_periods[-1]} "
-              f"({len(test_periods)} periods, {n_test} interactions). 1 positive vs up to 999 sampled negatives "
-              "per interaction.", ""]
+    lines += [
+        f"{len(seeds)} seeds (`learner.seed` = {', '.join(map(str, seeds))}), one run each in `seed-<s>/`; "
+        f"every run ranks the same evaluation candidates (`learner.eval_seed` = "
+        f"{eval_seed if eval_seed is not None else 'as each run'}). Test periods: {test_periods[0]}-{test_periods[-1]} "
+        f"({len(test_periods)} periods, {n_test} interactions). 1 positive vs up to 999 sampled negatives "
+        "per interaction.",
+        "",
+    ]
     pooled_by_seed = {seed: pooled(frames[seed]) for seed in seeds}
     strategies = list(pooled_by_seed[seeds[0]].index)
     broken = {}
     for seed in seeds:
-        for strategy, periods in nonfinite_periods(frames[seed]).items():
+        for strategy, _periods in nonfinite_periods(frames[seed]).items():
             broken.setdefault(strategy, set()).add(seed)
     metrics = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
     header = ["Strategy"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks]
@@ -279,40 +326,64 @@ def seeds_summary_markdown(frames: dict[int, pd.DataFrame], ranks: dict[int, dic
             iv = stats.t_interval(values)
             cells.append(f"{iv.mean:.4f}" + ("" if np.isnan(iv.lo) else f" [{iv.lo:.4f}, {iv.hi:.4f}]"))
         rows.append("| " + " | ".join(cells) + " |")
-    lines += ["## Table 1: next-period quality, pooled over test interactions, across seeds", "",
-              "\n".join(rows), "",
-              "Each cell: the mean over seeds of the seed's pooled value [its 95% Student t interval over the "
-              f"{len(seeds)} seed values, n-1 = {len(seeds) - 1} degrees of freedom]. The interval covers the mean over "
-              "random streams (initialisation, shuffles, training negatives) on these candidates; it needs 2 seeds.", ""]
+    lines += [
+        "## Table 1: next-period quality, pooled over test interactions, across seeds",
+        "",
+        "\n".join(rows),
+        "",
+        "Each cell: the mean over seeds of the seed's pooled value [its 95% Student t interval over the "
+        f"{len(seeds)} seed values, n-1 = {len(seeds) - 1} degrees of freedom]. The interval covers the mean over "
+        "random streams (initialisation, shuffles, training negatives) on these candidates; it needs 2 seeds.",
+        "",
+    ]
     for strategy, bad in broken.items():
-        lines += [f"† {strategy} served non-finite rows in test periods under seed(s) "
-                  f"{', '.join(map(str, sorted(bad)))}: it diverged there.", ""]
+        lines += [
+            f"† {strategy} served non-finite rows in test periods under seed(s) "
+            f"{', '.join(map(str, sorted(bad)))}: it diverged there.",
+            "",
+        ]
     k = max(ks)
     reference = comparison_reference(first)
     others = [s for s in strategies if s != reference]
     lines += [f"## Paired comparisons: {reference} against every other strategy", ""]
-    result, why = paired_comparisons(ranks, test_periods, reference, others, k) if others else ({}, "only one strategy ran")
+    result, why = (
+        paired_comparisons(ranks, test_periods, reference, others, k) if others else ({}, "only one strategy ran")
+    )
     if why:
         lines += [f"Not computed: {why}.", ""]
     else:
-        rows = [f"| Comparison | ΔN@{k} | 95% interval | significant | ΔR@{k} | 95% interval | significant |",
-                "|---|---|---|---|---|---|---|"]
+        rows = [
+            f"| Comparison | ΔN@{k} | 95% interval | significant | ΔR@{k} | 95% interval | significant |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for other in others:
             cells = [f"{reference} − {other}"]
             for metric in ("ndcg", "recall"):
                 iv = result[(other, metric)]
                 cells += [f"{iv.mean:+.4f}", f"[{iv.lo:+.4f}, {iv.hi:+.4f}]", "yes" if iv.excludes_zero else "no"]
             rows.append("| " + " | ".join(cells) + " |")
-        lines += ["\n".join(rows), "",
-                  f"Δ: {reference}'s pooled test NDCG@{k} (Recall@{k}) minus the other's, averaged over seeds. "
-                  f"Interval: 95% percentile interval of {stats.N_BOOT} two-level replicates (bootstrap seed "
-                  f"{stats.BOOT_SEED}), each the sum of a paired bootstrap over the test interactions (drawn with "
-                  "replacement; the seed-averaged per-interaction differences) and the seed-to-seed error of the "
-                  f"mean (s/√N times a Student t draw with N-1 = {len(seeds) - 1} degrees of freedom, s the spread of "
-                  "the per-seed differences; none with one seed). The rows pair because every strategy and seed "
-                  "ranked the same candidates for the same interaction. Significant: the interval excludes 0.", ""]
+        lines += [
+            "\n".join(rows),
+            "",
+            f"Δ: {reference}'s pooled test NDCG@{k} (Recall@{k}) minus the other's, averaged over seeds. "
+            f"Interval: 95% percentile interval of {stats.N_BOOT} two-level replicates (bootstrap seed "
+            f"{stats.BOOT_SEED}), each the sum of a paired bootstrap over the test interactions (drawn with "
+            "replacement; the seed-averaged per-interaction differences) and the seed-to-seed error of the "
+            f"mean (s/√N times a Student t draw with N-1 = {len(seeds) - 1} degrees of freedom, s the spread of "
+            "the per-seed differences; none with one seed). The rows pair because every strategy and seed "
+            "ranked the same candidates for the same interaction. Significant: the interval excludes 0.",
+            "",
+        ]
     seconds = pd.concat([frames[s].assign(seed=s) for s in seeds])
-    lines += ["## Table 2: retraining seconds per test period, mean over seeds", "",
-              _table2(seconds.groupby(["strategy", "period"], sort=False, as_index=False)
-                      .agg(retrain_seconds=("retrain_seconds", "mean"), phase=("phase", "first")), test_periods), ""]
+    lines += [
+        "## Table 2: retraining seconds per test period, mean over seeds",
+        "",
+        _table2(
+            seconds.groupby(["strategy", "period"], sort=False, as_index=False).agg(
+                retrain_seconds=("retrain_seconds", "mean"), phase=("phase", "first")
+            ),
+            test_periods,
+        ),
+        "",
+    ]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ comparisons between strategies.
   candidates for the same interaction (`learner.eval_seed`). With one seed it is the
   ordinary paired bootstrap over interactions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,9 @@ def t_interval(values, level: float = LEVEL) -> Interval:
     return Interval(mean, mean - half, mean + half)
 
 
-def paired_bootstrap(diffs, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
-                     batch: int = 50) -> Interval:
+def paired_bootstrap(
+    diffs, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = BOOT_SEED, batch: int = 50
+) -> Interval:
     """`diffs[s, i]`: strategy A's gain minus B's on interaction i under seed s (one row per
     seed, the same interactions in every row). Returns the mean difference and a percentile
     interval from replicates with two independent parts:
@@ -73,7 +75,7 @@ def paired_bootstrap(diffs, level: float = LEVEL, n_boot: int = N_BOOT, seed: in
     for lo in range(0, n_boot, batch):
         b = min(batch, n_boot - lo)
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)])  # (b, n)
-        replicates[lo:lo + b] = counts @ per_interaction / n
+        replicates[lo : lo + b] = counts @ per_interaction / n
     replicates += mean - per_interaction.mean()  # (the same number; kept exact for one seed)
     if n_seeds > 1:
         spread = float(d.mean(axis=1).std(ddof=1))

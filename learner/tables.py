@@ -1,4 +1,5 @@
 """Embedding tables that grow, with a row-sparse Adam: a step touches only a batch's rows."""
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,14 @@ class EmbeddingTable:
         self.exp_avg = torch.cat([self.exp_avg, zeros])
         self.exp_avg_sq = torch.cat([self.exp_avg_sq, zeros])
 
-    def adam_step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float,
-                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def adam_step(
+        self,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         """Apply one Adam update to `rows`; a row may repeat, and its gradients add up."""
         self.step += 1
         b1, b2 = betas
@@ -47,8 +54,14 @@ class EmbeddingTable:
         denom = v.div_(bias2).sqrt_().add_(eps)  # m and v are copies: safe to reuse in place
         self.weight.index_copy_(0, rows, self.weight.index_select(0, rows).add_(m.div_(denom).mul_(-lr / bias1)))
 
-    def dense_adam_step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float,
-                        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def dense_adam_step(
+        self,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         """One Adam update of the whole table, as torch.optim.Adam takes it: rows absent from
         the batch have zero gradient, so their moments decay and they still move by their
         momentum. O(table) per step; SML's ŵ uses it (see SmlConfig.w_hat_adam)."""
@@ -60,7 +73,7 @@ class EmbeddingTable:
         denom = self.exp_avg_sq.div(1 - b2**self.step).sqrt_().add_(eps)
         self.weight.addcdiv_(self.exp_avg, denom, value=-lr / (1 - b1**self.step))
 
-    def copy(self) -> "EmbeddingTable":
+    def copy(self) -> EmbeddingTable:
         out = EmbeddingTable.__new__(EmbeddingTable)
         out.weight = self.weight.clone()
         out.exp_avg = self.exp_avg.clone()
@@ -72,7 +85,7 @@ class EmbeddingTable:
         return {"weight": self.weight, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step}
 
     @classmethod
-    def from_state(cls, state: dict, device: str | torch.device = "cpu") -> "EmbeddingTable":
+    def from_state(cls, state: dict, device: str | torch.device = "cpu") -> EmbeddingTable:
         out = cls.__new__(cls)
         out.weight = state["weight"].to(device)
         out.exp_avg = state["exp_avg"].to(device)

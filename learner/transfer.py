@@ -7,6 +7,7 @@ sigmoid approximation z·σ(1.702 z).
 Ablations: cnn=False feeds the flattened 3 x d stack to the FC layers (SML-CNN);
 fc=False maps the 5 conv channels to the output with one more 1x1 conv (SML-FC).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Growing id vocabularies and the deterministic initial embedding rows of new ids."""
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ partition's watermark has passed its end (or every partition has ended), so a qu
 partition never stalls the stream. An event older than the open period is late: it is
 folded into the open period and counted, never dropped silently.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_right
@@ -109,11 +110,13 @@ class PeriodWindows:
         buffer = self._buffers.pop(t, None) or _Buffer()
         self._first_offsets.pop(t, None)
         self.open += 1
-        return t, pd.DataFrame({
-            "ts": np.concatenate(buffer.ts) if buffer.ts else np.zeros(0, np.int64),
-            "user": buffer.users,
-            "item": buffer.items,
-        })
+        return t, pd.DataFrame(
+            {
+                "ts": np.concatenate(buffer.ts) if buffer.ts else np.zeros(0, np.int64),
+                "user": buffer.users,
+                "item": buffer.items,
+            }
+        )
 
     def _closable(self, t: int) -> bool:
         end = self.edges[t + 1]
@@ -138,8 +141,14 @@ class PeriodWindows:
 
     def state_dict(self) -> dict:
         """Progress and counts; buffered events are not kept: they are re-read from the bus."""
-        return {"open": self.open, "watermarks": self.watermarks.tolist(), "ended": self.ended.tolist(),
-                "consumed": self.stats.consumed, "late": self.stats.late, "outside": dict(self.stats.outside)}
+        return {
+            "open": self.open,
+            "watermarks": self.watermarks.tolist(),
+            "ended": self.ended.tolist(),
+            "consumed": self.stats.consumed,
+            "late": self.stats.late,
+            "outside": dict(self.stats.outside),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.open = int(state["open"])

@@ -1,4 +1,5 @@
 """Raw interaction logs -> prepared, period-cut event logs; synthetic streams."""
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ codes in first-appearance order) and `manifest.json` (source, options, checksums
 before and after every step, the schedule's edges and the phases). Preparing the same
 input with the same options again returns the cached folder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,11 +62,13 @@ class PreparedLog:
     def frame(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
         """Rows lo..hi with raw string ids, as the wire carries them."""
         sl = slice(lo, hi)
-        return pd.DataFrame({
-            "ts": self.ts[sl],
-            "user": self.user_ids[self.users[sl]],
-            "item": self.item_ids[self.items[sl]],
-        })
+        return pd.DataFrame(
+            {
+                "ts": self.ts[sl],
+                "user": self.user_ids[self.users[sl]],
+                "item": self.item_ids[self.items[sl]],
+            }
+        )
 
 
 def cache_key(data: DataConfig) -> str:
@@ -74,16 +77,23 @@ def cache_key(data: DataConfig) -> str:
     if data.input is not None:
         path = Path(data.input).resolve()
         source = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in _source_files(path)]
-    blob = json.dumps({"format": FORMAT, "data": to_dict(data) | {"input": None}, "source": source},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"format": FORMAT, "data": to_dict(data) | {"input": None}, "source": source}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 MAX_REJECTED = 0.2  # above this share of bad records, the input is more likely wrong than dirty
 
 
-def prepare(data: DataConfig, cache_root: Path | None = None, *, progress: bool = True,
-            force: bool = False, allow_rejects: bool = False) -> tuple[PreparedLog, bool]:
+def prepare(
+    data: DataConfig,
+    cache_root: Path | None = None,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    allow_rejects: bool = False,
+) -> tuple[PreparedLog, bool]:
     """Prepare (or find in the cache) the log `data` describes; returns (log, was_cached).
 
     Fails when over MAX_REJECTED of the records are malformed or time outliers, unless
@@ -99,8 +109,10 @@ def prepare(data: DataConfig, cache_root: Path | None = None, *, progress: bool 
     frame, steps = apply_steps(frame, data.preprocess)
     frame = frame.sort_values(["ts", "user", "item"], kind="mergesort", ignore_index=True)
     if len(frame) == 0:
-        raise ConfigError(f"no events left from {data.input or data.dataset} after reading and preprocessing; "
-                          f"rejected: {rejects.as_dict()['counts']}, steps: {steps}")
+        raise ConfigError(
+            f"no events left from {data.input or data.dataset} after reading and preprocessing; "
+            f"rejected: {rejects.as_dict()['counts']}, steps: {steps}"
+        )
     n_sorted = len(frame)
     frame, span = _drop_time_outliers(frame, rejects)
     counts["time_outliers"] = n_sorted - len(frame)
@@ -114,8 +126,13 @@ def prepare(data: DataConfig, cache_root: Path | None = None, *, progress: bool 
     ts = frame["ts"].to_numpy(np.int64)
     per_period = period_counts(ts, schedule.edges)
     phases = data.phases or default_phases(schedule.n_periods)
-    counts.update(events=len(frame), users=len(user_ids), items=len(item_ids),
-                  period_counts=per_period.tolist(), empty_periods=empty_periods(per_period))
+    counts.update(
+        events=len(frame),
+        users=len(user_ids),
+        items=len(item_ids),
+        period_counts=per_period.tolist(),
+        empty_periods=empty_periods(per_period),
+    )
     manifest = {
         "format": FORMAT,
         "dataset": data.dataset,
@@ -156,10 +173,17 @@ def list_prepared(cache_root: Path | None = None) -> list[dict]:
     out = []
     for manifest_path in sorted(root.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
-        out.append({"path": str(manifest_path.parent), "dataset": manifest["dataset"],
-                    "events": manifest["counts"]["events"], "users": manifest["counts"]["users"],
-                    "items": manifest["counts"]["items"], "periods": len(manifest["phases"]),
-                    "prepared_at": manifest["prepared_at"]})
+        out.append(
+            {
+                "path": str(manifest_path.parent),
+                "dataset": manifest["dataset"],
+                "events": manifest["counts"]["events"],
+                "users": manifest["counts"]["users"],
+                "items": manifest["counts"]["items"],
+                "periods": len(manifest["phases"]),
+                "prepared_at": manifest["prepared_at"],
+            }
+        )
     return out
 
 
@@ -193,9 +217,11 @@ def _check_rejected(rejects: Rejects, kept: int, allow_rejects: bool) -> None:
     bad = rejects.malformed
     if allow_rejects or bad <= MAX_REJECTED * (kept + bad):
         return
-    raise ConfigError(f"{bad:,} of {kept + bad:,} records were rejected ({dict(rejects.counts)}; e.g. "
-                      f"{'; '.join(rejects.examples[:2])}): check the input, or pass --allow-rejects "
-                      f"to prepare it anyway")
+    raise ConfigError(
+        f"{bad:,} of {kept + bad:,} records were rejected ({dict(rejects.counts)}; e.g. "
+        f"{'; '.join(rejects.examples[:2])}): check the input, or pass --allow-rejects "
+        f"to prepare it anyway"
+    )
 
 
 def _schedule(data: DataConfig, ts: np.ndarray) -> Schedule:
@@ -237,8 +263,10 @@ def _write(target: Path, ts, user_codes, item_codes, user_ids, item_ids, manifes
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        pq.write_table(pa.table({"ts": ts, "user": user_codes.astype(np.int32), "item": item_codes.astype(np.int32)}),
-                       tmp / "events.parquet")
+        pq.write_table(
+            pa.table({"ts": ts, "user": user_codes.astype(np.int32), "item": item_codes.astype(np.int32)}),
+            tmp / "events.parquet",
+        )
         pq.write_table(pa.table({"id": pa.array(list(map(str, user_ids)), pa.string())}), tmp / "users.parquet")
         pq.write_table(pa.table({"id": pa.array(list(map(str, item_ids)), pa.string())}), tmp / "items.parquet")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -10,10 +10,12 @@ time_window (later steps only see the kept span), dedup_exact (a logged event co
 once), repeat_policy (before k-core, so k-core counts distinct pairs unless keep="all"),
 kcore (last: it depends on everything removed before it).
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,9 +42,7 @@ def _int_or_none(name: str, value: Any, minimum: int | None = None) -> int | Non
     return int(value)
 
 
-def _finish(
-    df: pd.DataFrame, mask: np.ndarray, records: list[dict] | None, step: str, **extra: Any
-) -> pd.DataFrame:
+def _finish(df: pd.DataFrame, mask: np.ndarray, records: list[dict] | None, step: str, **extra: Any) -> pd.DataFrame:
     out = df[mask].reset_index(drop=True)
     if records is not None:
         records.append({"step": step, "before": len(df), "after": len(out), **extra})
@@ -88,8 +88,12 @@ def dedup_exact(df: pd.DataFrame, *, records: list[dict] | None = None) -> pd.Da
     if not has_id.all():
         dup[~has_id] = df.loc[~has_id, _KEY].duplicated().to_numpy()
     return _finish(
-        df, ~dup, records, "dedup_exact",
-        dropped_by_event_id=int(dup[has_id].sum()), dropped_by_key=int(dup[~has_id].sum()),
+        df,
+        ~dup,
+        records,
+        "dedup_exact",
+        dropped_by_event_id=int(dup[has_id].sum()),
+        dropped_by_key=int(dup[~has_id].sum()),
     )
 
 
@@ -148,9 +152,7 @@ def kcore(
                 changed = True
         if not iterate:
             break
-    return _finish(
-        df, alive, records, "kcore", min_user=min_user, min_item=min_item, iterate=iterate, passes=passes
-    )
+    return _finish(df, alive, records, "kcore", min_user=min_user, min_item=min_item, iterate=iterate, passes=passes)
 
 
 _STEPS: dict[str, Callable[..., pd.DataFrame]] = {

@@ -1,5 +1,6 @@
 """Presets: named YAML configs shipped as package data in replay_data/preset_files/, and the
 phases of a run's periods."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -104,15 +105,22 @@ def check_synthetic_options(dataset: str, options: dict[str, Any]) -> None:
     SyntheticWorld parameter, each checked as the generator will use it."""
     path = "data.reader"
     fields = {f.name: f.type for f in dataclasses.fields(synthetic.SyntheticWorld)} | {
-        "world": "str", "seed": "int", "scale": "float", "chunk_rows": "int"}
+        "world": "str",
+        "seed": "int",
+        "scale": "float",
+        "chunk_rows": "int",
+    }
     unknown = sorted(set(options) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"unknown key {path}.{unknown[0]}; allowed keys here: {', '.join(sorted(fields))} "
-                          "(a synthetic world)", located=True)
+        raise ConfigError(
+            f"unknown key {path}.{unknown[0]}; allowed keys here: {', '.join(sorted(fields))} (a synthetic world)",
+            located=True,
+        )
     world = options.get("world", dataset)
     if world not in synthetic.PRESETS:
-        raise ConfigError(f"{path}.world: {world!r} is not allowed; choose one of {', '.join(synthetic.PRESETS)}",
-                          located=True)
+        raise ConfigError(
+            f"{path}.world: {world!r} is not allowed; choose one of {', '.join(synthetic.PRESETS)}", located=True
+        )
     for key, value in options.items():
         if key in ("world", "name"):
             if not isinstance(value, str):
@@ -120,11 +128,11 @@ def check_synthetic_options(dataset: str, options: dict[str, Any]) -> None:
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}.{key}: expected a number, got {type(value).__name__} {value!r}", located=True)
     if options.get("seed", 0) < 0 or not float(options.get("seed", 0)).is_integer():
-        raise ConfigError(f"{path}.seed: {options['seed']!r} is not allowed; the seed is an integer >= 0",
-                          located=True)
+        raise ConfigError(f"{path}.seed: {options['seed']!r} is not allowed; the seed is an integer >= 0", located=True)
     if options.get("chunk_rows", 1) < 1:
-        raise ConfigError(f"{path}.chunk_rows: {options['chunk_rows']!r} is not allowed; chunk_rows must be >= 1",
-                          located=True)
+        raise ConfigError(
+            f"{path}.chunk_rows: {options['chunk_rows']!r} is not allowed; chunk_rows must be >= 1", located=True
+        )
     params = {k: v for k, v in options.items() if k not in ("world", "seed", "scale", "chunk_rows")}
     try:
         dataclasses.replace(synthetic.PRESETS[world], **params).scaled(options.get("scale", 1.0))

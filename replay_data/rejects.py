@@ -1,4 +1,5 @@
 """Counting what a reader or filter drops, so nothing is lost silently."""
+
 from __future__ import annotations
 
 from collections import Counter

@@ -12,13 +12,15 @@ Edges never decrease. Two equal edges make an empty period, which is allowed: ca
 report them with `empty_periods(period_counts(ts, edges))`. Events outside
 [edges[0], edges[-1]) belong to no period (index -1).
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import inspect
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -179,8 +181,10 @@ def fixed(ts: np.ndarray, *, duration_s: int, start: int | None = None) -> np.nd
 
 BULK_TRIM = 0.01  # the bulk of a log: its event times from rank 1% to rank 99%
 MIN_MARGIN_S = 86_400
-BULK_RULE = ("the bulk is the event times from rank 1% to rank 99%; events more than the bulk's "
-             "own length (at least a day) before or after it are time outliers")
+BULK_RULE = (
+    "the bulk is the event times from rank 1% to rank 99%; events more than the bulk's "
+    "own length (at least a day) before or after it are time outliers"
+)
 
 
 def bulk(ts_sorted: np.ndarray) -> tuple[int, int]:
@@ -294,8 +298,7 @@ def check_schedule(kind: str, params: dict[str, Any]) -> tuple[Callable[..., np.
     if unknown:
         raise ConfigError(f"unknown parameter(s) {unknown} for schedule kind {kind!r}; allowed: {allowed}")
     missing = [
-        name for name in allowed
-        if signature.parameters[name].default is inspect.Parameter.empty and name not in params
+        name for name in allowed if signature.parameters[name].default is inspect.Parameter.empty and name not in params
     ]
     if missing:
         raise ConfigError(f"schedule kind {kind!r} needs parameter(s) {missing}")

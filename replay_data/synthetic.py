@@ -35,6 +35,7 @@ the slice (so no item is clicked before it is published), weighted by their popu
 its middle. Everything is vectorised per slice; ids are strings ("u12", "i7") numbered in
 order of arrival. Same world + seed gives byte-identical output, whatever `chunk_size`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -126,17 +127,20 @@ class SyntheticWorld:
             problems.append(f"need 1 <= n_users ({self.n_users}) <= n_events ({self.n_events})")
         if self.n_items < 1 or self.dim < 1 or self.n_candidates < 1:
             problems.append("n_items, dim and n_candidates must be >= 1")
-        for name in ("initial_user_share", "initial_item_share", "drift_share",
-                     "repeat_probability"):
+        for name in ("initial_user_share", "initial_item_share", "drift_share", "repeat_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.daily_amplitude < 1.0:
             problems.append(f"daily_amplitude must be in [0, 1), got {self.daily_amplitude}")
         if abs(self.growth) > 20:
             problems.append(f"growth must be in [-20, 20], got {self.growth}")
-        for name in ("user_stay_mean_seconds", "drift_timescale_seconds",
-                     "item_lifetime_median_seconds", "popularity_rise_seconds",
-                     "popularity_decay_seconds"):
+        for name in (
+            "user_stay_mean_seconds",
+            "drift_timescale_seconds",
+            "item_lifetime_median_seconds",
+            "popularity_rise_seconds",
+            "popularity_decay_seconds",
+        ):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("activity_sigma", "item_lifetime_sigma", "quality_sigma", "taste_strength"):
@@ -206,11 +210,11 @@ PRESETS: dict[str, SyntheticWorld] = {
         popularity_decay_seconds=5 * YEAR,
     ),
     # synthetic-news shape, 16 periods of the daily 00/10/17 h slots: 5 days and 10 hours.
-    "demo": replace(_NEWS, name="demo", span_seconds=5 * DAY + 10 * HOUR,
-                    n_events=30_000, n_users=4_000, n_items=300),
+    "demo": replace(_NEWS, name="demo", span_seconds=5 * DAY + 10 * HOUR, n_events=30_000, n_users=4_000, n_items=300),
     # 8 periods of the daily slots (2 days and 17 hours); for tests.
-    "tiny": replace(_NEWS, name="tiny", span_seconds=2 * DAY + 17 * HOUR,
-                    n_events=5_000, n_users=650, n_items=120, dim=8),
+    "tiny": replace(
+        _NEWS, name="tiny", span_seconds=2 * DAY + 17 * HOUR, n_events=5_000, n_users=650, n_items=120, dim=8
+    ),
 }
 
 
@@ -255,7 +259,8 @@ class _Traffic:
         mid = (self.grid[:-1] + self.grid[1:]) / 2
         hour = (mid % DAY) / HOUR
         rate = np.exp(world.growth * mid / world.span_seconds) * (
-            1 + world.daily_amplitude * np.cos(2 * np.pi * (hour - world.peak_hour) / 24))
+            1 + world.daily_amplitude * np.cos(2 * np.pi * (hour - world.peak_hour) / 24)
+        )
         cum = np.concatenate([[0.0], np.cumsum(rate)])
         self.cdf = cum / cum[-1]
 
@@ -268,18 +273,16 @@ class _Traffic:
 
 def _factors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     # variance dim**-0.5 per coordinate makes a taste . factor product have unit variance
-    return (rng.standard_normal((n, dim)) * dim ** -0.25).astype(np.float32)
+    return (rng.standard_normal((n, dim)) * dim**-0.25).astype(np.float32)
 
 
 def _items(world: SyntheticWorld, traffic: _Traffic, seed: int):
     rng = _rng(seed, _ITEMS)
     n = world.n_items
     n_init = min(n, max(1, round(world.initial_item_share * n)))  # never an empty start
-    lifetime = world.item_lifetime_median_seconds * np.exp(
-        world.item_lifetime_sigma * rng.standard_normal(n))
+    lifetime = world.item_lifetime_median_seconds * np.exp(world.item_lifetime_sigma * rng.standard_normal(n))
     # pre-existing items are caught at a uniform point of their life
-    arrival = np.concatenate([-rng.random(n_init) * lifetime[:n_init],
-                              traffic.inverse(rng.random(n - n_init))])
+    arrival = np.concatenate([-rng.random(n_init) * lifetime[:n_init], traffic.inverse(rng.random(n - n_init))])
     order = np.argsort(arrival, kind="stable")  # ids in order of publication
     arrival, lifetime = arrival[order], lifetime[order]
     quality = world.quality_sigma * rng.standard_normal(n)
@@ -291,8 +294,7 @@ def _users(world: SyntheticWorld, traffic: _Traffic, seed: int):
     n = world.n_users
     n_init = round(world.initial_user_share * n)
     arrival = np.concatenate([np.zeros(n_init), np.sort(traffic.inverse(rng.random(n - n_init)))])
-    leave = np.minimum(arrival + rng.exponential(world.user_stay_mean_seconds, n),
-                       world.span_seconds)
+    leave = np.minimum(arrival + rng.exponential(world.user_stay_mean_seconds, n), world.span_seconds)
     activity = np.exp(world.activity_sigma * rng.standard_normal(n))
     return _factors(rng, n, world.dim), arrival, leave, activity, n_init
 
@@ -302,12 +304,14 @@ def latent_factors(world: SyntheticWorld, seed: int) -> Latents:
     traffic = _Traffic(world)
     factors, quality, item_arrival, item_death = _items(world, traffic, seed)
     taste, user_arrival, *_ = _users(world, traffic, seed)
-    return Latents(taste, world.start + user_arrival, factors, quality,
-                   world.start + item_arrival, world.start + item_death)
+    return Latents(
+        taste, world.start + user_arrival, factors, quality, world.start + item_arrival, world.start + item_death
+    )
 
 
-def _visits(world: SyntheticWorld, traffic: _Traffic, seed: int, arrival, leave, activity,
-            n_init: int) -> tuple[np.ndarray, np.ndarray]:
+def _visits(
+    world: SyntheticWorld, traffic: _Traffic, seed: int, arrival, leave, activity, n_init: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Who interacts when: (ts relative to start, user), sorted by (ts, user)."""
     rng = _rng(seed, _VISITS)
     lo, hi = traffic.at(arrival), traffic.at(leave)
@@ -350,8 +354,9 @@ def _isin_sorted(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return table[pos] == keys
 
 
-def _pick(logit: np.ndarray, pairs: np.ndarray, history: _PairHistory,
-          repeat_probability: float, rng: np.random.Generator) -> np.ndarray:
+def _pick(
+    logit: np.ndarray, pairs: np.ndarray, history: _PairHistory, repeat_probability: float, rng: np.random.Generator
+) -> np.ndarray:
     """Column of the chosen candidate per row (overwrites `logit`), avoiding repeats.
 
     `pairs` holds the (user, item) key of every candidate. A row whose best candidate is a
@@ -385,8 +390,9 @@ def _pick(logit: np.ndarray, pairs: np.ndarray, history: _PairHistory,
     return choice
 
 
-def generate(world: SyntheticWorld, seed: int, *, chunk_size: int = 200_000,
-             progress: bool = False) -> Iterator[pd.DataFrame]:
+def generate(
+    world: SyntheticWorld, seed: int, *, chunk_size: int = 200_000, progress: bool = False
+) -> Iterator[pd.DataFrame]:
     """Yield the stream in chunks of `chunk_size` rows: ts (int64 unix s), user, item (str).
 
     Timestamps are nondecreasing over the whole stream, rows within a second sorted by user.
@@ -443,8 +449,7 @@ def generate(world: SyntheticWorld, seed: int, *, chunk_size: int = 200_000,
         who, back = np.unique(users[lo:hi], return_inverse=True)
         elapsed = np.maximum(mid - interest_at[who], 0.0) / world.drift_timescale_seconds
         fresh = _factors(drift_rng, who.size, world.dim)
-        interest[who] = (np.exp(-elapsed)[:, None] * interest[who]
-                         + np.sqrt(-np.expm1(-2 * elapsed))[:, None] * fresh)
+        interest[who] = np.exp(-elapsed)[:, None] * interest[who] + np.sqrt(-np.expm1(-2 * elapsed))[:, None] * fresh
         interest_at[who] = mid
         now = (keep * taste[who] + wander * interest[who])[back]
 
@@ -458,18 +463,27 @@ def generate(world: SyntheticWorld, seed: int, *, chunk_size: int = 200_000,
 
         while hi - emitted >= chunk_size or (hi == ts.size and emitted < hi):
             end = min(emitted + chunk_size, hi)
-            yield pd.DataFrame({
-                "ts": ts[emitted:end] + np.int64(world.start),
-                "user": user_ids[users[emitted:end]],
-                "item": item_ids[items[emitted:end]],
-            })
+            yield pd.DataFrame(
+                {
+                    "ts": ts[emitted:end] + np.int64(world.start),
+                    "user": user_ids[users[emitted:end]],
+                    "item": item_ids[items[emitted:end]],
+                }
+            )
             emitted = end
     bar.close()
 
 
-def read_synthetic(world: str | SyntheticWorld, seed: int = 0, rejects: Rejects | None = None,
-                   *, scale: float = 1.0, chunk_rows: int = 200_000, progress: bool = False,
-                   **params) -> Iterator[pd.DataFrame]:
+def read_synthetic(
+    world: str | SyntheticWorld,
+    seed: int = 0,
+    rejects: Rejects | None = None,
+    *,
+    scale: float = 1.0,
+    chunk_rows: int = 200_000,
+    progress: bool = False,
+    **params,
+) -> Iterator[pd.DataFrame]:
     """Reader entry with the file readers' contract: chunks of ts, user, item.
 
     `world` is a preset name or a SyntheticWorld; `params` override its fields (e.g.
@@ -481,7 +495,9 @@ def read_synthetic(world: str | SyntheticWorld, seed: int = 0, rejects: Rejects 
         world = SyntheticWorld.preset(world)
     unknown = sorted(set(params) - set(SyntheticWorld.__dataclass_fields__))
     if unknown:
-        raise ConfigError(f"unknown synthetic world parameter {unknown[0]!r}; allowed: "
-                         f"{', '.join(SyntheticWorld.__dataclass_fields__)}")
+        raise ConfigError(
+            f"unknown synthetic world parameter {unknown[0]!r}; allowed: "
+            f"{', '.join(SyntheticWorld.__dataclass_fields__)}"
+        )
     world = replace(world, **params).scaled(scale)
     return generate(world, seed, chunk_size=chunk_rows, progress=progress)

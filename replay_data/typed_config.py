@@ -4,6 +4,7 @@ Every layer describes its settings as frozen dataclasses with defaults; `build` 
 plain dict into them and rejects unknown keys and wrong types with a message that names
 the key path, the bad value and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,7 @@ def build(cls: type[T], data: dict | None, path: str = "") -> T:
     """Build dataclass `cls` from `data`, filling defaults and validating every value."""
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__} {data!r}",
-                          located=True)
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__} {data!r}", located=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     where = f"{path}." if path else ""
     # YAML keys need not be text (`1:`, `on:`), so sort by their text
@@ -53,13 +53,16 @@ def build(cls: type[T], data: dict | None, path: str = "") -> T:
         hint = getattr(cls, "unknown_key_hint", "")  # a section may say where such keys belong
         raise ConfigError(
             f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(sorted(fields))}"
-            + (f" ({hint})" if hint else ""), located=True
+            + (f" ({hint})" if hint else ""),
+            located=True,
         )
-    missing = [name for name, f in fields.items() if name not in data
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
-        raise ConfigError(f"missing key {where}{missing[0]}; this section needs {', '.join(missing)}",
-                          located=True)
+        raise ConfigError(f"missing key {where}{missing[0]}; this section needs {', '.join(missing)}", located=True)
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
@@ -105,7 +108,9 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         allowed = get_args(hint)
         if value not in allowed:
-            raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}", located=True)
+            raise ConfigError(
+                f"{path}: {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}", located=True
+            )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -125,8 +130,10 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         try:
             return float(value)
         except OverflowError:
-            raise ConfigError(f"{path}: expected float, got an integer of {len(str(value))} digits, "
-                              "too large for a float", located=True) from None
+            raise ConfigError(
+                f"{path}: expected float, got an integer of {len(str(value))} digits, too large for a float",
+                located=True,
+            ) from None
     if hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{path}: expected {hint.__name__}, got the boolean {value!r}", located=True)
     if not isinstance(value, hint):
@@ -157,7 +164,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # super() rejects it
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark)
+                    None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

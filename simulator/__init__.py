@@ -1,4 +1,5 @@
 """The world around the learner: buses, the paced replay producer, runs, the CLI."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """The `rtsim` command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,13 +7,13 @@ import errno
 import json
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from learner.checkpoint import CheckpointError
 from replay_data.presets import preset_names
 from replay_data.rejects import InputError
 from replay_data.typed_config import ConfigError
-from learner.checkpoint import CheckpointError
 from simulator.bus import BusError
 from simulator.http_api import ApiConfigError
 from simulator.report import ReportError
@@ -35,13 +36,22 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration")
     group.add_argument("--preset", help=f"named preset: {', '.join(preset_names())}")
     group.add_argument("--config", metavar="FILE", help="a YAML file layered over the preset")
-    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                       help="override one setting, e.g. --set learner.seed=3 (repeatable)")
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one setting, e.g. --set learner.seed=3 (repeatable)",
+    )
     group.add_argument("--input", metavar="PATH", help="a raw log; prepared and cached on first use")
     group.add_argument("--data-dir", metavar="DIR", help="cache of prepared logs (default ~/.cache/rtsim/prepared)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
-    group.add_argument("--allow-rejects", action="store_true",
-                       help="prepare even when over 20%% of the records are malformed or time outliers")
+    group.add_argument(
+        "--allow-rejects",
+        action="store_true",
+        help="prepare even when over 20%% of the records are malformed or time outliers",
+    )
 
 
 def _add_bus_options(parser: argparse.ArgumentParser, speed: bool = True) -> None:
@@ -54,10 +64,18 @@ def _add_bus_options(parser: argparse.ArgumentParser, speed: bool = True) -> Non
 def _add_serve_options(parser: argparse.ArgumentParser, side: str, keep: bool = True) -> None:
     group = parser.add_argument_group("serving (metrics and control API; 0 picks a free port)")
     prefix = "producer_" if side == "producer" else ""
-    group.add_argument("--metrics-port", type=int, metavar="PORT",
-                       help=f"{side} Prometheus metrics (default {9109 if side == 'producer' else 9108})")
-    group.add_argument("--control-port", type=int, metavar="PORT",
-                       help=f"{side} control API (default {8766 if side == 'producer' else 8765})")
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help=f"{side} Prometheus metrics (default {9109 if side == 'producer' else 9108})",
+    )
+    group.add_argument(
+        "--control-port",
+        type=int,
+        metavar="PORT",
+        help=f"{side} control API (default {8766 if side == 'producer' else 8765})",
+    )
     group.add_argument("--host", metavar="ADDR", help="bind address (default 127.0.0.1; another needs a token)")
     if keep:
         group.add_argument("--keep-serving", action="store_true", help="keep serving after the run ends, until Ctrl-C")
@@ -67,21 +85,27 @@ def _add_serve_options(parser: argparse.ArgumentParser, side: str, keep: bool = 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
     parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="root of run directories (default ./runs)")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue RUN_DIR from its newest valid checkpoint, with its config.yaml")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its newest valid checkpoint, with its config.yaml"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rtsim", formatter_class=_formatter, epilog=EPILOG,
+        prog="rtsim",
+        formatter_class=_formatter,
+        epilog=EPILOG,
         description="Streaming simulator for online retraining of recommender systems: replay a "
-                    "timestamped log period by period and compare SML, SML-S, fine-tune, "
-                    "full-retrain and SPMF side by side.",
+        "timestamped log period by period and compare SML, SML-S, fine-tune, "
+        "full-retrain and SPMF side by side.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="replay a dataset and retrain every strategy (default: demo)",
-                         formatter_class=_formatter, description=textwrap.dedent("""\
+    run = sub.add_parser(
+        "run",
+        help="replay a dataset and retrain every strategy (default: demo)",
+        formatter_class=_formatter,
+        description=textwrap.dedent("""\
         Replay a prepared log period by period: evaluate every enabled strategy on each
         closed period (test-then-train), retrain it, and write runs/<run-id>/ with
         config.yaml, periods.csv and summary.md (the paper's Table 1 and Table 2).
@@ -90,19 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
           rtsim run
           rtsim run --preset movielens --input ../shared/data/real/movielens-latest-small/ratings.csv
           rtsim run --preset tiny --set learner.strategies.enabled=[sml,fine_tune] --set learner.strategies.serving=sml
-          rtsim run --preset tiny --bus kafka://127.0.0.1:9092     # the same run through Kafka"""))
+          rtsim run --preset tiny --bus kafka://127.0.0.1:9092     # the same run through Kafka"""),
+    )
     _add_config_options(run)
     _add_bus_options(run)
     _add_serve_options(run, "learner")
     _add_run_options(run)
-    run.add_argument("--seeds", type=int, metavar="N",
-                     help="a seed sweep: N runs with learner.seed = seed, seed+1, ... on the same evaluation "
-                          "candidates, in RUN_DIR/seed-<s>/, with a combined summary.md (mean, 95%% interval, "
-                          "paired comparisons) and report")
+    run.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="a seed sweep: N runs with learner.seed = seed, seed+1, ... on the same evaluation "
+        "candidates, in RUN_DIR/seed-<s>/, with a combined summary.md (mean, 95%% interval, "
+        "paired comparisons) and report",
+    )
     run.set_defaults(func=_cmd_run)
 
-    replay = sub.add_parser("replay", help="the replay producer alone: push a prepared log onto the bus",
-                            formatter_class=_formatter, description=textwrap.dedent("""\
+    replay = sub.add_parser(
+        "replay",
+        help="the replay producer alone: push a prepared log onto the bus",
+        formatter_class=_formatter,
+        description=textwrap.dedent("""\
         Publish the run manifest and replay the preset's prepared log onto
         <prefix>.events.<run-id> at --speed (event-time seconds per wall second), with
         watermarks on every partition and an end marker. Pair it with `rtsim learn`.
@@ -110,33 +142,47 @@ def build_parser() -> argparse.ArgumentParser:
         examples:
           rtsim kafka up
           rtsim replay --preset demo --bus kafka://127.0.0.1:9092
-          rtsim replay --preset movielens --input ratings.csv --bus kafka://127.0.0.1:9092 --speed 86400"""))
+          rtsim replay --preset movielens --input ratings.csv --bus kafka://127.0.0.1:9092 --speed 86400"""),
+    )
     _add_config_options(replay)
     _add_bus_options(replay)
     _add_serve_options(replay, "producer", keep=False)
     replay.add_argument("--run-id", help="run id (default <preset>-<UTC time>-<6 hex>)")
     replay.set_defaults(func=_cmd_replay)
 
-    learn = sub.add_parser("learn", help="the learner alone: consume a replay from the bus and retrain",
-                           formatter_class=_formatter, description=textwrap.dedent("""\
+    learn = sub.add_parser(
+        "learn",
+        help="the learner alone: consume a replay from the bus and retrain",
+        formatter_class=_formatter,
+        description=textwrap.dedent("""\
         Take the run manifest from <prefix>.runs (the newest run, or --run-id; waits for
         one), consume its events, cut period windows and retrain every strategy. Never
         opens the prepared log. Writes runs/<run-id>/ like `rtsim run`.
 
         example:
-          rtsim learn --bus kafka://127.0.0.1:9092"""))
+          rtsim learn --bus kafka://127.0.0.1:9092"""),
+    )
     learn.add_argument("--preset", help="learner settings of this preset (default: the run's preset)")
     learn.add_argument("--config", metavar="FILE", help="a YAML file layered over the preset")
-    learn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                       help="override one setting (repeatable)")
+    learn.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one setting (repeatable)",
+    )
     _add_bus_options(learn, speed=False)
     _add_serve_options(learn, "learner")
     _add_run_options(learn)
     learn.add_argument("--wait", type=float, default=600.0, metavar="S", help="seconds to wait for a run manifest")
     learn.set_defaults(func=_cmd_learn)
 
-    prepare = sub.add_parser("prepare", help="read a raw log into a cached, period-cut event log",
-                             formatter_class=_formatter, description=textwrap.dedent("""\
+    prepare = sub.add_parser(
+        "prepare",
+        help="read a raw log into a cached, period-cut event log",
+        formatter_class=_formatter,
+        description=textwrap.dedent("""\
         Read a raw log with the DATASET reader (or the preset of that name), apply the
         preprocessing steps, sort by (ts, user, item), cut it into periods and cache it.
         Prints the counts before and after every step; preparing again hits the cache.
@@ -145,30 +191,39 @@ def build_parser() -> argparse.ArgumentParser:
           rtsim prepare movielens --input ../shared/data/real/movielens-latest-small/ratings.csv
           rtsim prepare yelp --input yelp_academic_dataset_review.json --set data.reader.min_stars=4
           rtsim prepare adressa --input three_month.tar.gz
-          rtsim prepare synthetic-business --set data.reader.scale=0.1"""))
+          rtsim prepare synthetic-business --set data.reader.scale=0.1"""),
+    )
     prepare.add_argument("dataset", help="a preset (yelp, adressa, movielens, synthetic-*) or a reader name")
     _add_config_options(prepare)
     prepare.add_argument("--strict", action="store_true", help="stop at the first malformed record")
     prepare.add_argument("--force", action="store_true", help="prepare again even when cached")
     prepare.set_defaults(func=_cmd_prepare)
 
-    datasets = sub.add_parser("datasets", help="list readers, presets and prepared logs",
-                              formatter_class=_formatter, description=textwrap.dedent("""\
+    datasets = sub.add_parser(
+        "datasets",
+        help="list readers, presets and prepared logs",
+        formatter_class=_formatter,
+        description=textwrap.dedent("""\
         List the dataset readers, the presets, and the prepared logs in the cache.
 
         example:
-          rtsim datasets --data-dir ~/.cache/rtsim/prepared"""))
+          rtsim datasets --data-dir ~/.cache/rtsim/prepared"""),
+    )
     datasets.add_argument("--data-dir", metavar="DIR", help="cache of prepared logs")
     datasets.set_defaults(func=_cmd_datasets)
 
-    export = sub.add_parser("export-sml", help="write a prepared log in the SML authors' file layout",
-                            formatter_class=_formatter, description=textwrap.dedent("""\
+    export = sub.add_parser(
+        "export-sml",
+        help="write a prepared log in the SML authors' file layout",
+        formatter_class=_formatter,
+        description=textwrap.dedent("""\
         Write information.npy, train/<t>.npy and test/<t>.npy (user, positive, 999
         negatives drawn by rtsim's evaluation rule and seed), so the authors' code can run
         on the same data and candidates.
 
         example:
-          rtsim export-sml ~/.cache/rtsim/prepared/movielens-0123abcd ./sml-data/movielens"""))
+          rtsim export-sml ~/.cache/rtsim/prepared/movielens-0123abcd ./sml-data/movielens"""),
+    )
     export.add_argument("prepared", help="a prepared log folder (see `rtsim datasets`)")
     export.add_argument("out", help="output folder")
     export.add_argument("--seed", type=int, default=0, help="the run seed whose evaluation negatives to use")
@@ -201,8 +256,13 @@ def _cli_overrides(args) -> list[str]:
     """Flags that are shorthands for --set, appended after the explicit --set options."""
     overrides = list(args.overrides)
     side = getattr(args, "serve_prefix", "")
-    for flag, key in (("bus", "bus.url"), ("speed", "replay.speed"), ("host", "serve.host"),
-                      ("metrics_port", f"serve.{side}metrics_port"), ("control_port", f"serve.{side}control_port")):
+    for flag, key in (
+        ("bus", "bus.url"),
+        ("speed", "replay.speed"),
+        ("host", "serve.host"),
+        ("metrics_port", f"serve.{side}metrics_port"),
+        ("control_port", f"serve.{side}control_port"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -219,19 +279,30 @@ def _cmd_prepare(args) -> int:
     else:  # a reader name: the preset's schedule and phases, this reader
         args.overrides.insert(0, f"data.dataset={args.dataset}")
         cfg = _resolve(args, "movielens")
-    log, cached = prepare(cfg.data, args.data_dir, progress=_progress(args), force=args.force,
-                          allow_rejects=args.allow_rejects)
+    log, cached = prepare(
+        cfg.data, args.data_dir, progress=_progress(args), force=args.force, allow_rejects=args.allow_rejects
+    )
     manifest = log.manifest
     print(f"{'cached' if cached else 'prepared'}: {log.path}")
-    print(json.dumps({"rejected": manifest["rejected"], "preprocess": manifest["preprocess"],
-                      "counts": manifest["counts"], "schedule": _schedule_summary(manifest)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "rejected": manifest["rejected"],
+                "preprocess": manifest["preprocess"],
+                "counts": manifest["counts"],
+                "schedule": _schedule_summary(manifest),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def _schedule_summary(manifest: dict) -> dict:
     """Where the schedule lies and which events were too far from the log's bulk to shape it."""
+
     def day(ts: int) -> str:
-        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
     edges = manifest["schedule"]["edges"]
     summary = {"periods": len(edges) - 1, "from": day(edges[0]), "to": day(edges[-1])}
@@ -257,8 +328,10 @@ def _cmd_datasets(args) -> int:
     logs = list_prepared(root)
     print(f"\nprepared logs in {root}:" + ("" if logs else " none yet (rtsim prepare ...)"))
     for entry in logs:
-        print(f"  {entry['dataset']:<20} {entry['events']:>10,} events {entry['users']:>9,} users "
-              f"{entry['items']:>9,} items {entry['periods']:>3} periods  {entry['path']}")
+        print(
+            f"  {entry['dataset']:<20} {entry['events']:>10,} events {entry['users']:>9,} users "
+            f"{entry['items']:>9,} items {entry['periods']:>3} periods  {entry['path']}"
+        )
     return 0
 
 
@@ -271,8 +344,8 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from simulator.rundir import RunDir, new_run_id
     from simulator.run import run_embedded
+    from simulator.rundir import RunDir, new_run_id
 
     _apply_resume(args)
     cfg = _resolve(args)
@@ -282,9 +355,12 @@ def _cmd_run(args) -> int:
     run_dir = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset)).create(cfg)
     if args.data_dir:
         run_dir.data_dir_file.write_text(str(Path(args.data_dir).resolve()))
-    print(f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
-          f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
-          f"log {log.path})", flush=True)
+    print(
+        f"rtsim run {run_dir.run_id}: preset {cfg.preset}, {len(log.ts):,} events in "
+        f"{len(log.phases)} periods over the {cfg.bus.url} bus ({'cached' if cached else 'prepared'} "
+        f"log {log.path})",
+        flush=True,
+    )
     with run_dir.removed_if_refused():
         run_embedded(cfg, log, run_dir, report=_say, keep_serving=args.keep_serving, resume=bool(args.resume))
     print()
@@ -300,9 +376,12 @@ def _run_seeds(args, cfg, log, cached) -> int:
     if args.resume:
         raise ValueError("--seeds with --resume: repeat the sweep with --run-id instead; finished seeds are kept")
     root = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset))
-    print(f"rtsim run {root.run_id}: seed sweep of {args.seeds} seeds from learner.seed={cfg.learner.seed}, "
-          f"preset {cfg.preset}, {len(log.ts):,} events in {len(log.phases)} periods "
-          f"({'cached' if cached else 'prepared'} log {log.path})", flush=True)
+    print(
+        f"rtsim run {root.run_id}: seed sweep of {args.seeds} seeds from learner.seed={cfg.learner.seed}, "
+        f"preset {cfg.preset}, {len(log.ts):,} events in {len(log.phases)} periods "
+        f"({'cached' if cached else 'prepared'} log {log.path})",
+        flush=True,
+    )
     path = run_seeds(cfg, log, root, args.seeds, report=_say, keep_serving=args.keep_serving)
     print()
     print((path / "summary.md").read_text())
@@ -311,8 +390,8 @@ def _run_seeds(args, cfg, log, cached) -> int:
 
 
 def _cmd_replay(args) -> int:
-    from simulator.rundir import new_run_id
     from simulator.run import replay
+    from simulator.rundir import new_run_id
 
     cfg = _resolve(args)
     log, _ = _prepare(cfg, args)
@@ -328,8 +407,8 @@ def _cmd_learn(args) -> int:
     overrides = _cli_overrides(args)
     preset = args.preset
     if preset is None and args.config is None:  # the learner settings of the run's own preset
-        from simulator.stream import find_manifest
         from simulator.run import connect
+        from simulator.stream import find_manifest
 
         base = resolve("demo", args.config, overrides)
         bus = connect(base)
@@ -338,8 +417,15 @@ def _cmd_learn(args) -> int:
         finally:
             bus.close()
     cfg = resolve(preset, args.config, overrides)
-    learn(cfg, args.runs_dir, args.run_id, report=_say, wait_s=args.wait, keep_serving=args.keep_serving,
-          resume=bool(args.resume))
+    learn(
+        cfg,
+        args.runs_dir,
+        args.run_id,
+        report=_say,
+        wait_s=args.wait,
+        keep_serving=args.keep_serving,
+        resume=bool(args.resume),
+    )
     return 0
 
 
@@ -349,8 +435,10 @@ def _apply_resume(args) -> None:
         return
     run_dir = Path(args.resume)
     if not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"--resume {run_dir} is not a run directory (no config.yaml); give the folder "
-                          "rtsim run or rtsim learn wrote, e.g. runs/<run-id>")
+        raise ConfigError(
+            f"--resume {run_dir} is not a run directory (no config.yaml); give the folder "
+            "rtsim run or rtsim learn wrote, e.g. runs/<run-id>"
+        )
     args.run_id, args.runs_dir = run_dir.name, str(run_dir.parent)
     args.config = args.config or str(run_dir / "config.yaml")
     from simulator.rundir import RunDir
@@ -379,16 +467,18 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     # only the project's own error types are the user's to fix; anything else is a bug and
     # keeps its traceback
-    except (ConfigError, InputError, BusError, TimeoutError, CheckpointError, ReportError,
-            ApiConfigError) as err:
+    except (ConfigError, InputError, BusError, TimeoutError, CheckpointError, ReportError, ApiConfigError) as err:
         print(f"rtsim: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno == errno.EADDRINUSE:  # a port taken: the message names it and the option
             print(f"rtsim: error: {err}", file=sys.stderr)
         elif err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
-            print(f"rtsim: error: cannot write {err.filename or 'a file'}: {err.strerror}; free disk space "
-                  "or choose another --runs-dir / --data-dir", file=sys.stderr)
+            print(
+                f"rtsim: error: cannot write {err.filename or 'a file'}: {err.strerror}; free disk space "
+                "or choose another --runs-dir / --data-dir",
+                file=sys.stderr,
+            )
         else:
             raise
         return 2

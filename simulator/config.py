@@ -1,4 +1,5 @@
 """A run's resolved configuration: preset, then --config file, then --set overrides."""
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,11 @@ class ReplayConfig:
         if self.speed != "max" and not self.speed > 0:
             raise not_allowed("speed", self.speed, "speed must be > 0 or 'max'")
         if self.max_events_per_second is not None and not self.max_events_per_second > 0:
-            raise not_allowed("max_events_per_second", self.max_events_per_second,
-                              "max_events_per_second must be > 0 (or null for no limit)")
+            raise not_allowed(
+                "max_events_per_second",
+                self.max_events_per_second,
+                "max_events_per_second must be > 0 (or null for no limit)",
+            )
         for key in ("partitions", "block_events", "block_seconds"):
             if getattr(self, key) < 1:
                 raise not_allowed(key, getattr(self, key), f"{key} must be >= 1")
@@ -73,8 +77,8 @@ class ServeConfig:
             raise not_allowed("host", self.host, "give an address to listen on, e.g. 127.0.0.1")
         for key in ("metrics_port", "producer_metrics_port", "control_port", "producer_control_port"):
             port = getattr(self, key)
-            if not 0 <= port <= 65535:
-                raise not_allowed(key, port, "a port is 0 (a free one) to 65535")
+            if port is not None and not 0 <= port <= 65535:  # None: the default, or a free one if taken
+                raise not_allowed(key, port, "a port is 0 (a free one) to 65535, or null for the default")
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,12 @@ class RunConfig:
     serve: ServeConfig = ServeConfig()
 
 
-def resolve(preset: str | None = None, config_file: str | Path | None = None,
-            overrides: list[str] | None = None, input_path: str | None = None) -> RunConfig:
+def resolve(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    input_path: str | None = None,
+) -> RunConfig:
     """Layer the sources in a fixed order, then validate the whole result once."""
     data: dict = {}
     if config_file is not None:

@@ -6,6 +6,7 @@ honour its ControlError, so every surface (HTTP, `rtsim.control`, tests) rejects
 same way and changes nothing (`http_status` maps both to an HTTP code). Every applied change is logged on `rtsim.control` and passed to an
 optional `on_change` callback (the orchestrator updates metrics from it).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,6 +24,7 @@ from simulator.producer import ReplayProducer
 log = logging.getLogger("rtsim.control")
 
 ChangeCallback = Callable[[dict], None]
+
 
 class RequestError(ValueError):
     """A malformed control request (unknown command, bad arguments, bad HTTP framing)."""
@@ -45,8 +47,7 @@ DEFAULT_K = 10
 POPULAR_FALLBACK = "popular_last_period"
 
 
-def check_args(command: str, args: object, required: tuple[str, ...] = (),
-               optional: tuple[str, ...] = ()) -> dict:
+def check_args(command: str, args: object, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict:
     """`args` as a dict holding every required key and nothing unknown (else RequestError)."""
     if not isinstance(args, dict):
         raise RequestError(f"{command}: arguments must be a JSON object, got {type(args).__name__}")
@@ -81,8 +82,7 @@ class _Commands:
     def apply(self, command: str, args: dict) -> dict:
         handler = self._handlers.get(command)
         if handler is None:
-            raise RequestError(f"unknown {self.target} command {command!r}; "
-                                    f"allowed: {', '.join(self._handlers)}")
+            raise RequestError(f"unknown {self.target} command {command!r}; allowed: {', '.join(self._handlers)}")
         with self._lock:
             return handler(args)
 
@@ -106,8 +106,12 @@ class LearnerCommands(_Commands):
         super().__init__(on_change)
         self.engine = engine
         self._handlers = {
-            "status": self._status, "strategies": self._strategies, "serve": self._serve,
-            "enable": self._enable, "disable": self._disable, "recommend": self._recommend,
+            "status": self._status,
+            "strategies": self._strategies,
+            "serve": self._serve,
+            "enable": self._enable,
+            "disable": self._disable,
+            "recommend": self._recommend,
         }
 
     def _status(self, args: dict) -> dict:
@@ -133,8 +137,13 @@ class LearnerCommands(_Commands):
         return {
             "serving": state["serving"],
             "strategies": [
-                {"name": name, "enabled": name in state["enabled"], "serving": name == state["serving"],
-                 "started": name in started, "pending": pending.get(name, [])}
+                {
+                    "name": name,
+                    "enabled": name in state["enabled"],
+                    "serving": name == state["serving"],
+                    "started": name in started,
+                    "pending": pending.get(name, []),
+                }
                 for name in REGISTRY
             ],
         }
@@ -165,10 +174,22 @@ class LearnerCommands(_Commands):
         state = self.engine.control_state()
         # requests queue until the period being filled closes (Engine's model of control)
         effective = f"when period {state['next_period']} closes"
-        self._changed({"command": action, "strategy": name, "from_serving": from_serving,
-                       "takes_effect": effective, "state": state})
-        return {"strategy": name, "action": action, "from_serving": from_serving,
-                "takes_effect": effective, "state": state}
+        self._changed(
+            {
+                "command": action,
+                "strategy": name,
+                "from_serving": from_serving,
+                "takes_effect": effective,
+                "state": state,
+            }
+        )
+        return {
+            "strategy": name,
+            "action": action,
+            "from_serving": from_serving,
+            "takes_effect": effective,
+            "state": state,
+        }
 
     def _recommend(self, args: dict) -> dict:
         args = check_args("recommend", args, ("user",), ("k",))
@@ -181,9 +202,11 @@ class LearnerCommands(_Commands):
         strategy = engine.strategies.get(serving)
         if strategy is None:
             last_pretrain = max(t for t, phase in enumerate(engine.phases) if phase == "pretrain")
-            raise ControlError("no model serves yet: the strategies start when pretraining ends, "
-                                    f"as period {last_pretrain} closes; {engine.next_period} of "
-                                    f"{len(engine.phases)} periods closed so far")
+            raise ControlError(
+                "no model serves yet: the strategies start when pretraining ends, "
+                f"as period {last_pretrain} closes; {engine.next_period} of "
+                f"{len(engine.phases)} periods closed so far"
+            )
         user_emb, item_emb = strategy.serving_embeddings()
         n_items = item_emb.shape[0]  # the table may trail the vocabulary while a period closes
         try:
@@ -199,8 +222,7 @@ class LearnerCommands(_Commands):
         else:
             items, fallback = self._top_scored(user_emb[code], item_emb, known, k), None
         ids = engine.item_vocab.ids
-        return {"user": user, "k": k, "items": [ids[i] for i in items], "fallback": fallback,
-                "strategy": serving}
+        return {"user": user, "k": k, "items": [ids[i] for i in items], "fallback": fallback, "strategy": serving}
 
     @staticmethod
     def _top_scored(user_row: torch.Tensor, item_emb: torch.Tensor, known: np.ndarray, k: int) -> list[int]:
@@ -234,8 +256,7 @@ class ProducerCommands(_Commands):
         # every pause/resume goes through this object, so it knows the state the producer
         # keeps private
         self.paused = False
-        self._handlers = {"status": self._status, "pause": self._pause, "resume": self._resume,
-                          "speed": self._speed}
+        self._handlers = {"status": self._status, "pause": self._pause, "resume": self._resume, "speed": self._speed}
 
     def _state(self) -> dict:
         stats = self.producer.stats
@@ -274,14 +295,13 @@ class ProducerCommands(_Commands):
         speed = check_args("speed", args, ("speed",))["speed"]
         if speed == "max":
             value = None
-        elif (isinstance(speed, (int, float)) and not isinstance(speed, bool)
-              and math.isfinite(speed) and speed > 0):
+        elif isinstance(speed, (int, float)) and not isinstance(speed, bool) and math.isfinite(speed) and speed > 0:
             value = float(speed)
         else:
-            raise RequestError("speed: must be a number > 0 (event-time seconds per wall second) "
-                                    f"or \"max\", got {speed!r:.100}")
+            raise RequestError(
+                f'speed: must be a number > 0 (event-time seconds per wall second) or "max", got {speed!r:.100}'
+            )
         if value != self.producer.stats.speed:
             self.producer.set_speed(value)
-            self._changed({"command": "speed", "speed": "max" if value is None else value,
-                           "state": self._state()})
+            self._changed({"command": "speed", "speed": "max" if value is None else value, "state": self._state()})
         return self._state()

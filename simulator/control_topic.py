@@ -6,6 +6,7 @@ reads from the topic's end when it starts, so a restarted process never replays 
 commands, and applies only records for its target and its run (or for any run: null).
 Kept free of the learner's imports, so `rtsim ctl` publishes without loading torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,7 @@ import threading
 import time
 from typing import Protocol
 
-from simulator.bus import Bus, Message
-from simulator.bus import wire
+from simulator.bus import Bus, Message, wire
 
 log = logging.getLogger("rtsim.control")
 
@@ -32,8 +32,9 @@ def _check_target(target: str) -> None:
         raise ValueError(f"control target must be one of {', '.join(TARGETS)}, not {target!r}")
 
 
-def publish_command(bus: Bus, prefix: str, target: str, run_id: str | None, command: str,
-                    args: dict | None = None) -> dict:
+def publish_command(
+    bus: Bus, prefix: str, target: str, run_id: str | None, command: str, args: dict | None = None
+) -> dict:
     """Send one command to `<prefix>.control` (created if missing); returns the record sent."""
     _check_target(target)
     topic = wire.control_topic(prefix)
@@ -41,8 +42,9 @@ def publish_command(bus: Bus, prefix: str, target: str, run_id: str | None, comm
     record = {"target": target, "run_id": run_id, "command": command, "args": args or {}}
     producer = bus.producer()
     try:
-        producer.send(topic, json.dumps(record).encode(), partition=0, key=target.encode(),
-                      headers=wire.headers(CONTROL))
+        producer.send(
+            topic, json.dumps(record).encode(), partition=0, key=target.encode(), headers=wire.headers(CONTROL)
+        )
         producer.flush()
     finally:
         producer.close()
@@ -53,8 +55,16 @@ class ControlTopicListener:
     """A daemon thread applying this process's commands from `<prefix>.control` until
     `stop_event` is set. Counters say what it did with each record it read."""
 
-    def __init__(self, bus: Bus, prefix: str, target: str, run_id: str, commands: Commands,
-                 stop_event: threading.Event, poll_timeout_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        prefix: str,
+        target: str,
+        run_id: str,
+        commands: Commands,
+        stop_event: threading.Event,
+        poll_timeout_s: float = 0.5,
+    ) -> None:
         _check_target(target)
         self.bus = bus
         self.topic = wire.control_topic(prefix)
@@ -73,8 +83,9 @@ class ControlTopicListener:
         self.bus.create_topic(self.topic, 1)
         consumer = self.bus.consumer(self.topic, group=f"rtsim-control-{self.target}-{time.time_ns()}")
         consumer.seek(consumer.end_offsets())
-        self._thread = threading.Thread(target=self._run, args=(consumer,), daemon=True,
-                                        name=f"rtsim-control-{self.target}")
+        self._thread = threading.Thread(
+            target=self._run, args=(consumer,), daemon=True, name=f"rtsim-control-{self.target}"
+        )
         self._thread.start()
         return self
 

@@ -4,6 +4,7 @@ Exit status: 0 when the server accepted the request (2xx), 1 when it refused it 
 message on stderr), 2 when it could not be reached or the request cannot go that way.
 Loads nothing but the standard library unless --bus is given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,76 +68,127 @@ def _connection_options(suppress: bool) -> argparse.ArgumentParser:
     default = argparse.SUPPRESS if suppress else None
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("connection")
-    group.add_argument("--url", default=default, metavar="URL",
-                       help=f"learner control API (default $RTSIM_CONTROL_URL or {DEFAULT_URL})")
-    group.add_argument("--producer-url", default=default, metavar="URL",
-                       help=f"producer control API, for pause/resume/speed (default $RTSIM_PRODUCER_URL "
-                            f"or {DEFAULT_PRODUCER_URL})")
-    group.add_argument("--token", default=default,
-                       help="bearer token of the control API (default $RTSIM_CONTROL_TOKEN)")
-    group.add_argument("--timeout", type=float, default=argparse.SUPPRESS if suppress else 30.0, metavar="S",
-                       help="seconds to wait for an answer (default 30)")
-    group.add_argument("--bus", default=default, metavar="kafka://HOST:PORT",
-                       help="publish the command on the control topic instead of HTTP (no answer: "
-                            "status, strategies and recommend need HTTP)")
-    group.add_argument("--prefix", default=argparse.SUPPRESS if suppress else "rtsim",
-                       help="topic prefix with --bus (default rtsim)")
-    group.add_argument("--run-id", default=default,
-                       help="with --bus: only the process of this run applies it (default: every run)")
+    group.add_argument(
+        "--url",
+        default=default,
+        metavar="URL",
+        help=f"learner control API (default $RTSIM_CONTROL_URL or {DEFAULT_URL})",
+    )
+    group.add_argument(
+        "--producer-url",
+        default=default,
+        metavar="URL",
+        help=f"producer control API, for pause/resume/speed (default $RTSIM_PRODUCER_URL or {DEFAULT_PRODUCER_URL})",
+    )
+    group.add_argument(
+        "--token", default=default, help="bearer token of the control API (default $RTSIM_CONTROL_TOKEN)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=argparse.SUPPRESS if suppress else 30.0,
+        metavar="S",
+        help="seconds to wait for an answer (default 30)",
+    )
+    group.add_argument(
+        "--bus",
+        default=default,
+        metavar="kafka://HOST:PORT",
+        help="publish the command on the control topic instead of HTTP (no answer: "
+        "status, strategies and recommend need HTTP)",
+    )
+    group.add_argument(
+        "--prefix", default=argparse.SUPPRESS if suppress else "rtsim", help="topic prefix with --bus (default rtsim)"
+    )
+    group.add_argument(
+        "--run-id", default=default, help="with --bus: only the process of this run applies it (default: every run)"
+    )
     return parser
 
 
 def add_ctl_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `ctl` and its subcommands on the top-level CLI's subparsers."""
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = subparsers.add_parser("ctl", help="runtime control: serve, enable, disable, recommend, pause, speed",
-                                   description=CTL_HELP, formatter_class=formatter,
-                                   parents=[_connection_options(suppress=False)])
+    parser = subparsers.add_parser(
+        "ctl",
+        help="runtime control: serve, enable, disable, recommend, pause, speed",
+        description=CTL_HELP,
+        formatter_class=formatter,
+        parents=[_connection_options(suppress=False)],
+    )
     commands = parser.add_subparsers(dest="ctl_command", metavar="COMMAND")
     commands.required = True
     common = [_connection_options(suppress=True)]
 
     def add(name: str, help_text: str, description: str, example: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, parents=common, formatter_class=formatter,
-                                   description=textwrap.dedent(description), epilog=f"example:\n  {example}")
+        return commands.add_parser(
+            name,
+            help=help_text,
+            parents=common,
+            formatter_class=formatter,
+            description=textwrap.dedent(description),
+            epilog=f"example:\n  {example}",
+        )
 
-    status = add("status", "the learner's control state (the producer's with --producer)",
-                 "Serving strategy, enabled/disabled/pending strategies, swaps and the next period "
-                 "to close; with --producer, the replay's progress, speed and pause state.",
-                 "rtsim ctl status")
+    status = add(
+        "status",
+        "the learner's control state (the producer's with --producer)",
+        "Serving strategy, enabled/disabled/pending strategies, swaps and the next period "
+        "to close; with --producer, the replay's progress, speed and pause state.",
+        "rtsim ctl status",
+    )
     status.add_argument("--producer", action="store_true", help="ask the producer (--producer-url) instead")
-    add("strategies", "every strategy: enabled, serving, started, pending requests",
+    add(
+        "strategies",
+        "every strategy: enabled, serving, started, pending requests",
         "List every known strategy with whether it is enabled, serving, started, and its "
-        "pending enable/disable requests.", "rtsim ctl strategies")
-    serve = add("serve", "serve another strategy from now on",
-                "Serve NAME from now on (it must be enabled and started). Takes effect at once.",
-                "rtsim ctl serve fine_tune")
+        "pending enable/disable requests.",
+        "rtsim ctl strategies",
+    )
+    serve = add(
+        "serve",
+        "serve another strategy from now on",
+        "Serve NAME from now on (it must be enabled and started). Takes effect at once.",
+        "rtsim ctl serve fine_tune",
+    )
     serve.add_argument("name", help="strategy name, e.g. sml, fine_tune")
-    enable = add("enable", "enable a strategy at the next period boundary",
-                 "Enable NAME when the current period closes. A strategy disabled earlier resumes "
-                 "its own state; --from-serving restarts it from the serving model instead.",
-                 "rtsim ctl enable spmf --from-serving")
+    enable = add(
+        "enable",
+        "enable a strategy at the next period boundary",
+        "Enable NAME when the current period closes. A strategy disabled earlier resumes "
+        "its own state; --from-serving restarts it from the serving model instead.",
+        "rtsim ctl enable spmf --from-serving",
+    )
     enable.add_argument("name", help="strategy name")
-    enable.add_argument("--from-serving", action="store_true",
-                        help="start from the serving model, not the strategy's own state")
-    disable = add("disable", "disable a strategy at the next period boundary",
-                  "Stop training NAME when the current period closes; its state is kept for a "
-                  "later enable. The serving strategy cannot be disabled: serve another first.",
-                  "rtsim ctl disable full_retrain")
+    enable.add_argument(
+        "--from-serving", action="store_true", help="start from the serving model, not the strategy's own state"
+    )
+    disable = add(
+        "disable",
+        "disable a strategy at the next period boundary",
+        "Stop training NAME when the current period closes; its state is kept for a "
+        "later enable. The serving strategy cannot be disabled: serve another first.",
+        "rtsim ctl disable full_retrain",
+    )
     disable.add_argument("name", help="strategy name")
-    recommend = add("recommend", "top-k items for a user from the serving strategy",
-                    "The serving strategy's top-k items for USER (raw id), excluding the user's "
-                    "known items; an unknown user gets the last period's most popular items.",
-                    "rtsim ctl recommend 1234 --k 20")
+    recommend = add(
+        "recommend",
+        "top-k items for a user from the serving strategy",
+        "The serving strategy's top-k items for USER (raw id), excluding the user's "
+        "known items; an unknown user gets the last period's most popular items.",
+        "rtsim ctl recommend 1234 --k 20",
+    )
     recommend.add_argument("user", help="raw user id, as in the log")
     recommend.add_argument("--k", type=_k, default=10, help="how many items (1..1000, default 10)")
-    add("pause", "pause the replay producer", "Stop sending events until `rtsim ctl resume`.",
-        "rtsim ctl pause")
-    add("resume", "resume the replay producer", "Continue sending events, paced from now on.",
-        "rtsim ctl resume")
-    speed = add("speed", "change the replay speed",
-                "Replay at X event-time seconds per wall second (3600 = one hour of log per "
-                "second), or as fast as possible with max.", "rtsim ctl speed 7200")
+    add("pause", "pause the replay producer", "Stop sending events until `rtsim ctl resume`.", "rtsim ctl pause")
+    add("resume", "resume the replay producer", "Continue sending events, paced from now on.", "rtsim ctl resume")
+    speed = add(
+        "speed",
+        "change the replay speed",
+        "Replay at X event-time seconds per wall second (3600 = one hour of log per "
+        "second), or as fast as possible with max.",
+        "rtsim ctl speed 7200",
+    )
     speed.add_argument("speed", type=_speed, metavar="X|max", help="event-time seconds per wall second, or max")
     parser.set_defaults(func=handle_ctl)
     return parser
@@ -152,8 +204,12 @@ def _request(args: argparse.Namespace) -> tuple[str, str, str, dict | None]:
     if name == "serve":
         return LEARNER, "PUT", "/serving", {"strategy": args.name}
     if name == "enable":
-        return LEARNER, "POST", f"/strategies/{quote(args.name, safe='')}", (
-            {"from_serving": True} if args.from_serving else None)
+        return (
+            LEARNER,
+            "POST",
+            f"/strategies/{quote(args.name, safe='')}",
+            ({"from_serving": True} if args.from_serving else None),
+        )
     if name == "disable":
         return LEARNER, "DELETE", f"/strategies/{quote(args.name, safe='')}", None
     if name == "recommend":
@@ -182,8 +238,11 @@ def _fail(message: str, status: int) -> int:
 
 def _publish(args: argparse.Namespace, target: str) -> int:
     if args.ctl_command in ("status", "strategies", "recommend"):
-        return _fail(f"`{args.ctl_command}` needs an answer, which the control topic cannot give: "
-                     "drop --bus and use the HTTP API (--url)", 2)
+        return _fail(
+            f"`{args.ctl_command}` needs an answer, which the control topic cannot give: "
+            "drop --bus and use the HTTP API (--url)",
+            2,
+        )
     if not args.bus.startswith("kafka://"):
         return _fail(f"--bus {args.bus}: give kafka://HOST:PORT (a memory bus lives inside its own process)", 2)
     from simulator.bus import BusError, open_bus
@@ -234,10 +293,13 @@ def handle_ctl(args: argparse.Namespace) -> int:
         return _fail(f"error: {message} (HTTP {err.code})", 1)
     except (URLError, OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
-        return _fail(f"cannot reach the {target} control API at {base}: {reason}. Check that the {target} "
-                     f"(`rtsim run`, or `rtsim {'learn' if target == LEARNER else 'replay'}`) is running and "
-                     f"serves its control API there (endpoints.json in its run directory lists the address), "
-                     f"or point {option} at it", 2)
+        return _fail(
+            f"cannot reach the {target} control API at {base}: {reason}. Check that the {target} "
+            f"(`rtsim run`, or `rtsim {'learn' if target == LEARNER else 'replay'}`) is running and "
+            f"serves its control API there (endpoints.json in its run directory lists the address), "
+            f"or point {option} at it",
+            2,
+        )
     try:
         print(json.dumps(json.loads(payload), indent=2))
     except ValueError:

@@ -8,12 +8,12 @@ learner drop another one: a forged or stray record neither takes a genuine recor
 nor moves a high-water mark past the genuine records still to come. Row numbers the run
 manifest cannot hold (outside 0..n_events) are rejected, never trusted.
 """
+
 from __future__ import annotations
 
 import hashlib
 
-from simulator.bus import Message
-from simulator.bus import wire
+from simulator.bus import Message, wire
 
 
 class RowLedger:
@@ -41,8 +41,9 @@ class RowLedger:
             raise wire.DecodeError("bad_row", f"{wire.ROW_HEADER}={raw!r:.50} is not a row number")
         row = int(raw)
         if row + n_events > self.n_events:
-            raise wire.DecodeError("bad_row", f"{wire.ROW_HEADER}={row} with {n_events} events is beyond "
-                                              f"the run's {self.n_events} events")
+            raise wire.DecodeError(
+                "bad_row", f"{wire.ROW_HEADER}={row} with {n_events} events is beyond the run's {self.n_events} events"
+            )
         return row
 
     def state_dict(self) -> list[bytes]:

@@ -4,6 +4,7 @@ information.npy = [n_interactions, n_users, n_items]; train/<t>.npy = (user, ite
 period t; test/<t>.npy = (user, positive, 999 negatives) drawn by our evaluation's rule
 and seeds, so both implementations rank exactly the same candidates.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,9 @@ from learner.period import stream_rng
 from replay_data.prepared import PreparedLog
 
 
-def export_sml(log: PreparedLog, out: str | Path, *, seed: int = 0, negatives: int = 999,
-               progress: bool = True) -> dict:
+def export_sml(
+    log: PreparedLog, out: str | Path, *, seed: int = 0, negatives: int = 999, progress: bool = True
+) -> dict:
     """Write the layout; returns counts, including rows padded for lack of eligible negatives.
 
     The reference format needs exactly `negatives` columns; a row with fewer eligible
@@ -52,5 +54,10 @@ def export_sml(log: PreparedLog, out: str | Path, *, seed: int = 0, negatives: i
         np.save(out / "test" / f"{t}.npy", np.concatenate([u[:, None], i[:, None], cand.negatives], axis=1))
         history.extend(u, i)
         n_items_before = max(n_items_before, int(i.max()) + 1) if len(i) else n_items_before
-    return {"periods": len(log.phases), "interactions": len(users), "padded_rows": padded,
-            "rows_without_negatives": empty, "out": str(out)}
+    return {
+        "periods": len(log.phases),
+        "interactions": len(users),
+        "padded_rows": padded,
+        "rows_without_negatives": empty,
+        "out": str(out),
+    }

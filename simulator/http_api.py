@@ -9,6 +9,7 @@ Safety: it binds 127.0.0.1 unless told otherwise; an address outside the loopbac
 JSON {"error": ...} and changes nothing. The listen backlog holds a burst of BACKLOG
 connections, so a crowd of clients waits instead of being reset.
 """
+
 from __future__ import annotations
 
 import errno
@@ -163,8 +164,12 @@ class ApiServer:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self._closed = False
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                         name=f"rtsim-control-http-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"rtsim-control-http-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -182,8 +187,14 @@ class ApiServer:
         self.close()
 
 
-def start_api(routes: list[Route], host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-              *, option: str = "--control-port") -> ApiServer:
+def start_api(
+    routes: list[Route],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    *,
+    option: str = "--control-port",
+) -> ApiServer:
     """Serve `routes` at http://host:port from a daemon thread (port 0: a free port).
 
     Any address but loopback needs `token`; with a token set, every request must carry
@@ -196,8 +207,10 @@ def start_api(routes: list[Route], host: str = "127.0.0.1", port: int = 0, token
         server = server_class((host, port), handler)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
-            raise ControlPortInUse(errno.EADDRINUSE, f"control port {port} on {host} is already in use: "
-                                                     f"choose another with {option} (0 picks a free port)") from err
+            raise ControlPortInUse(
+                errno.EADDRINUSE,
+                f"control port {port} on {host} is already in use: choose another with {option} (0 picks a free port)",
+            ) from err
         raise
     return ApiServer(server, host)
 
@@ -208,7 +221,8 @@ def check_bind(host: str, token: str | None) -> None:
         raise ApiConfigError(
             f"the control API would listen on {host or 'every interface'} without a token: anyone who "
             f"reaches it could swap strategies or stop the replay. Set ${TOKEN_ENV} (or a token file), "
-            "or bind a loopback address (127.0.0.0/8, ::1, localhost)")
+            "or bind a loopback address (127.0.0.0/8, ::1, localhost)"
+        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -255,8 +269,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> tuple[int, dict, dict[str, str]]:
         if not self._authorized():
-            return 401, {"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
-                                  f"(rtsim ctl --token, or ${TOKEN_ENV})"}, {"WWW-Authenticate": 'Bearer realm="rtsim"'}
+            return (
+                401,
+                {
+                    "error": "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                    f"(rtsim ctl --token, or ${TOKEN_ENV})"
+                },
+                {"WWW-Authenticate": 'Bearer realm="rtsim"'},
+            )
         url = urlsplit(self.path)
         segments = _segments(url.path)
         matches = [(route, params) for route in self.routes if (params := route.match(segments)) is not None]

@@ -40,8 +40,10 @@ def handle_kafka(args: argparse.Namespace) -> int:
     try:
         if args.kafka_command == "up":
             bootstrap = broker.up(wait_s=args.wait)
-            _stderr(f"running; state in {broker.state_dir}; stop it with `rtsim kafka down"
-                    f"{'' if args.dir else f' --port {broker.port}'}`")
+            _stderr(
+                f"running; state in {broker.state_dir}; stop it with `rtsim kafka down"
+                f"{'' if args.dir else f' --port {broker.port}'}`"
+            )
             print(bootstrap)
             return 0
         if args.kafka_command == "down":
@@ -72,32 +74,47 @@ def add_kafka_parser(
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--port", type=int, default=DEFAULT_PORT,
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
         help="broker port on 127.0.0.1 (default %(default)s; 0 picks a free one on `up`)",
     )
     common.add_argument(
-        "--dir", default=None, metavar="DIR",
+        "--dir",
+        default=None,
+        metavar="DIR",
         help="state directory (default: ~/.cache/rtsim/kafka-state/PORT)",
     )
     commands = parser.add_subparsers(dest="kafka_command", metavar="{up,down,status}")
     commands.required = True
     up = commands.add_parser(
-        "up", parents=[common], help="start the broker and wait until it is ready",
+        "up",
+        parents=[common],
+        help="start the broker and wait until it is ready",
         description="Start the broker in the background and print its bootstrap address "
-                    "once it answers admin requests; does nothing if it is already running.",
+        "once it answers admin requests; does nothing if it is already running.",
         epilog="example: rtsim kafka up --port 9092",
     )
-    up.add_argument("--wait", type=float, default=90.0, metavar="SECONDS",
-                    help="how long to wait for the broker to become ready (default %(default)g)")
+    up.add_argument(
+        "--wait",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker to become ready (default %(default)g)",
+    )
     commands.add_parser(
-        "down", parents=[common], help="stop the broker",
+        "down",
+        parents=[common],
+        help="stop the broker",
         description="Stop the broker cleanly (SIGTERM, SIGKILL after 30 s). Its data is kept.",
         epilog="example: rtsim kafka down --port 9092",
     )
     status = commands.add_parser(
-        "status", parents=[common], help="show whether the broker runs (exit 3 if not)",
+        "status",
+        parents=[common],
+        help="show whether the broker runs (exit 3 if not)",
         description="Show pid, bootstrap address, version and state directory. Exit code 0 "
-                    "when the broker runs, 3 when it does not.",
+        "when the broker runs, 3 when it does not.",
         epilog="example: rtsim kafka status --json",
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")

@@ -40,9 +40,15 @@ DEFAULT_PORT = 9092
 # the C1 JIT only: measured here, it starts the broker about a third faster and halves its
 # CPU time under a kafka-python producer, whose own speed is the limit either way.
 BROKER_JVM_OPTS = (
-    "-Xms256m", "-Xmx1g", "-XX:TieredStopAtLevel=1",
-    "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-Djava.awt.headless=true",
+    "-Xms256m",
+    "-Xmx1g",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-Djava.awt.headless=true",
 )
 STORAGE_TOOL_JVM_OPTS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 # Package data (pyproject: simulator = ["resources/*"]); found by path so that it also
@@ -97,6 +103,7 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 # --- Java and Maven -------------------------------------------------------------------------
+
 
 def find_java(java: str | None = None) -> str:
     """Resolve the java executable: an explicit path, then $JAVA_HOME/bin/java, then PATH."""
@@ -195,14 +202,24 @@ def ensure_jars(
         maven_log = home / "maven.log"
         progress(f"fetching the Kafka {KAFKA_VERSION} jars with Maven into {lib} (once)")
         command = [
-            mvn_path, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={lib}",
+            mvn_path,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={lib}",
         ]
         with open(maven_log, "w") as log:
             try:
                 result = subprocess.run(
-                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=home, timeout=MAVEN_TIMEOUT_S,
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=home,
+                    timeout=MAVEN_TIMEOUT_S,
                 )
             except subprocess.TimeoutExpired as exc:
                 raise KafkaLocalError(
@@ -221,6 +238,7 @@ def ensure_jars(
 
 
 # --- ports and processes --------------------------------------------------------------------
+
 
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -283,6 +301,7 @@ def _cluster_id() -> str:
 
 # --- the broker -----------------------------------------------------------------------------
 
+
 class LocalKafka:
     """One local broker, identified by its state directory.
 
@@ -317,8 +336,7 @@ class LocalKafka:
             return self._state_dir
         if self.port == 0:
             raise KafkaLocalError(
-                "port 0 names no broker: give the port that `up` reported, or its state "
-                "directory (--dir)"
+                "port 0 names no broker: give the port that `up` reported, or its state directory (--dir)"
             )
         return default_state_dir(self.port)
 
@@ -381,9 +399,7 @@ class LocalKafka:
             "log": str(self.state_dir / BROKER_LOG),
         }
 
-    def up(
-        self, port: int | None = None, controller_port: int | None = None, wait_s: float = 90.0
-    ) -> str:
+    def up(self, port: int | None = None, controller_port: int | None = None, wait_s: float = 90.0) -> str:
         """Start the broker (or find it running) and return its bootstrap address.
 
         port overrides the one given to the constructor; 0 picks a free port, and so does
@@ -444,9 +460,11 @@ class LocalKafka:
         log_path = state / BROKER_LOG
         with open(log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                [java, *BROKER_JVM_OPTS, *logging_opts, *classpath,
-                 "kafka.Kafka", str(state / SERVER_PROPERTIES)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=state,
+                [java, *BROKER_JVM_OPTS, *logging_opts, *classpath, "kafka.Kafka", str(state / SERVER_PROPERTIES)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=state,
                 # Its own session: Ctrl-C in the terminal that ran `up` must not stop it.
                 start_new_session=True,
                 preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
@@ -486,9 +504,20 @@ class LocalKafka:
     def _format_storage(self, java: str, jvm_args: list[str]) -> None:
         self.progress("formatting KRaft storage")
         result = subprocess.run(
-            [java, *jvm_args, "kafka.tools.StorageTool", "format",
-             "-t", _cluster_id(), "-c", str(self.state_dir / SERVER_PROPERTIES)],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+            [
+                java,
+                *jvm_args,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(self.state_dir / SERVER_PROPERTIES),
+            ],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
         )
         if result.returncode != 0:
             raise KafkaLocalError(
@@ -523,8 +552,10 @@ class LocalKafka:
             if _accepts_connections(self.port):
                 try:
                     admin = KafkaAdminClient(
-                        bootstrap_servers=bootstrap, client_id="rtsim-kafka-probe",
-                        bootstrap_timeout_ms=3000, request_timeout_ms=5000,
+                        bootstrap_servers=bootstrap,
+                        client_id="rtsim-kafka-probe",
+                        bootstrap_timeout_ms=3000,
+                        request_timeout_ms=5000,
                     )
                     try:
                         if admin.describe_cluster().get("brokers"):
@@ -540,4 +571,3 @@ class LocalKafka:
                     f"lines of {log_path}:\n{_tail(log_path)}"
                 )
             time.sleep(0.25)
-

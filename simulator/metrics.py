@@ -4,6 +4,7 @@ Served with `learner.metrics.serve`; its own registry, like the learner's. The p
 replay lives here, where it changes (`rtsim ctl speed|pause|resume`): the learner's metrics
 join these on `run_id`.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_right
@@ -39,15 +40,20 @@ class ProducerMetrics:
         self.registry = r = RunRegistry(run)
         self.edges = [int(edge) for edge in edges]
         self.produced = Counter("rtsim_events_produced", "Events published to the bus", registry=r)
-        self.event_time = OptionalGauge("rtsim_replay_event_time_seconds", "Event time (unix "
-                                        "seconds) of the last event published", registry=r)
-        self.speed = OptionalGauge("rtsim_replay_speed", "Replay speed in event seconds per wall "
-                                   "second; absent at speed max (as fast as possible)", registry=r)
-        self.paused = Gauge("rtsim_replay_paused", "1 while the replay is paused (rtsim ctl pause), "
-                            "else 0", registry=r)
-        self.period_wall = OptionalGauge("rtsim_period_wall_seconds", "Wall seconds the period being "
-                                         "replayed lasts at the current speed; absent at speed max",
-                                         registry=r)
+        self.event_time = OptionalGauge(
+            "rtsim_replay_event_time_seconds", "Event time (unix seconds) of the last event published", registry=r
+        )
+        self.speed = OptionalGauge(
+            "rtsim_replay_speed",
+            "Replay speed in event seconds per wall second; absent at speed max (as fast as possible)",
+            registry=r,
+        )
+        self.paused = Gauge("rtsim_replay_paused", "1 while the replay is paused (rtsim ctl pause), else 0", registry=r)
+        self.period_wall = OptionalGauge(
+            "rtsim_period_wall_seconds",
+            "Wall seconds the period being replayed lasts at the current speed; absent at speed max",
+            registry=r,
+        )
         self._produced = CounterFeed(self.produced)
 
     def observe(self, stats: ReplayStats) -> None:

@@ -1,4 +1,5 @@
 """`rtsim monitor up|down|status`: a local Prometheus for every run (simulator.monitor_local)."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ def handle_monitor(args: argparse.Namespace) -> int:
     try:
         if args.monitor_command == "up":
             url = server.up(interval_s=args.scrape_interval, wait_s=args.wait)
-            _stderr(f"running; state in {server.state_dir}; stop it with `rtsim monitor down"
-                    f"{'' if args.dir else f' --port {server.port}'}`")
+            _stderr(
+                f"running; state in {server.state_dir}; stop it with `rtsim monitor down"
+                f"{'' if args.dir else f' --port {server.port}'}`"
+            )
             print(url)
             for what, query in QUERIES.items():
                 print(f"  {what}: {url}/graph?g0.expr={quote(query)}&g0.tab=0")
@@ -59,27 +62,58 @@ def handle_monitor(args: argparse.Namespace) -> int:
 
 
 def add_monitor_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("monitor", help="run a local Prometheus for every run (no Docker)",
-                                   description=MONITOR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "monitor",
+        help="run a local Prometheus for every run (no Docker)",
+        description=MONITOR_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help="Prometheus port on 127.0.0.1 (default %(default)s; 0 picks a free one on `up`)")
-    common.add_argument("--dir", default=None, metavar="DIR",
-                        help="state directory (default: ~/.cache/rtsim/prometheus-state/PORT)")
+    common.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="Prometheus port on 127.0.0.1 (default %(default)s; 0 picks a free one on `up`)",
+    )
+    common.add_argument(
+        "--dir", default=None, metavar="DIR", help="state directory (default: ~/.cache/rtsim/prometheus-state/PORT)"
+    )
     commands = parser.add_subparsers(dest="monitor_command", metavar="{up,down,status}")
     commands.required = True
-    up = commands.add_parser("up", parents=[common], help="start Prometheus and wait until it is ready",
-                             description="Start Prometheus in the background and print its URL and the "
-                                         "queries to open; does nothing if it is already running.",
-                             epilog="example: rtsim monitor up --scrape-interval 1")
-    up.add_argument("--scrape-interval", type=float, default=5.0, metavar="SECONDS",
-                    help="scrape and rule evaluation interval (default %(default)g; demo periods last seconds)")
-    up.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                    help="how long to wait for Prometheus to become ready (default %(default)g)")
-    commands.add_parser("down", parents=[common], help="stop Prometheus",
-                        description="Stop Prometheus (SIGTERM, SIGKILL after 20 s). Its data is kept.")
-    status = commands.add_parser("status", parents=[common], help="show whether it runs (exit 3 if not)",
-                                 description="URL, pid, the run targets discovered and the state directory.")
+    up = commands.add_parser(
+        "up",
+        parents=[common],
+        help="start Prometheus and wait until it is ready",
+        description="Start Prometheus in the background and print its URL and the "
+        "queries to open; does nothing if it is already running.",
+        epilog="example: rtsim monitor up --scrape-interval 1",
+    )
+    up.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="scrape and rule evaluation interval (default %(default)g; demo periods last seconds)",
+    )
+    up.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for Prometheus to become ready (default %(default)g)",
+    )
+    commands.add_parser(
+        "down",
+        parents=[common],
+        help="stop Prometheus",
+        description="Stop Prometheus (SIGTERM, SIGKILL after 20 s). Its data is kept.",
+    )
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="show whether it runs (exit 3 if not)",
+        description="URL, pid, the run targets discovered and the state directory.",
+    )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.set_defaults(func=handle_monitor)
     return parser

@@ -5,6 +5,7 @@ Debian's `prometheus` package (scripts/install-services.sh) runs with the projec
 the service-discovery folder (simulator/targets.py). Like LocalKafka, everything `up`,
 `down` and `status` share lives in a state directory: config, rules, data, log, pid.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,27 +49,41 @@ class MonitorError(RuntimeError):
 def find_prometheus(binary: str | None = None) -> str:
     found = binary or shutil.which("prometheus")
     if found is None:
-        raise MonitorError("prometheus is not installed: scripts/install-services.sh installs Debian's "
-                           "package (apt-get install --no-install-recommends prometheus)")
+        raise MonitorError(
+            "prometheus is not installed: scripts/install-services.sh installs Debian's "
+            "package (apt-get install --no-install-recommends prometheus)"
+        )
     return found
 
 
 def scrape_config(folder: Path, interval_s: float, rule_glob: str) -> dict:
     """The compose stack's jobs and labels, its targets discovered from the runs' files."""
     return {
-        "global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval": f"{interval_s:g}s",
-                   "external_labels": {"stack": "rtsim-local"}},
+        "global": {
+            "scrape_interval": f"{interval_s:g}s",
+            "evaluation_interval": f"{interval_s:g}s",
+            "external_labels": {"stack": "rtsim-local"},
+        },
         "rule_files": [rule_glob],
         "scrape_configs": [
-            {"job_name": job, "file_sd_configs": [{"files": [str(folder / f"*-{side}.json")], "refresh_interval": "5s"}]}
+            {
+                "job_name": job,
+                "file_sd_configs": [{"files": [str(folder / f"*-{side}.json")], "refresh_interval": "5s"}],
+            }
             for side, (job, _service) in SIDES.items()
         ],
     }
 
 
 class LocalPrometheus:
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None, *, port: int = DEFAULT_PORT,
-                 binary: str | None = None, progress: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        port: int = DEFAULT_PORT,
+        binary: str | None = None,
+        progress: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.port = port
         self._state_dir = Path(state_dir).expanduser().resolve() if state_dir else None
         self.binary = binary
@@ -125,32 +140,46 @@ class LocalPrometheus:
         binary = find_prometheus(self.binary)
         port = self.port or free_port()
         if not port_is_free(port):
-            raise MonitorError(f"port {port} on {HOST} is already in use by another process; choose "
-                               "another (`rtsim monitor up --port N`, 0 picks a free one)")
+            raise MonitorError(
+                f"port {port} on {HOST} is already in use by another process; choose "
+                "another (`rtsim monitor up --port N`, 0 picks a free one)"
+            )
         self.port = port
         state, folder = self.state_dir, targets_dir()
         folder.mkdir(parents=True, exist_ok=True)
         rules = state / "rules"
         shutil.rmtree(rules, ignore_errors=True)
         shutil.copytree(RULES, rules)  # the rules of the checkout that started it, kept as they were
-        (state / CONFIG).write_text(yaml.safe_dump(scrape_config(folder, interval_s, str(rules / "*.yml")),
-                                                   sort_keys=False))
+        (state / CONFIG).write_text(
+            yaml.safe_dump(scrape_config(folder, interval_s, str(rules / "*.yml")), sort_keys=False)
+        )
         (state / META_FILE).write_text(json.dumps({"port": port, "targets": str(folder)}) + "\n")
         self.progress(f"starting Prometheus on {HOST}:{port}, discovering runs in {folder}")
         with open(state / LOG, "wb") as log:
             proc = subprocess.Popen(
-                [binary, f"--config.file={state / CONFIG}", f"--storage.tsdb.path={state / 'data'}",
-                 f"--web.listen-address={HOST}:{port}", "--log.level=warn"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=state,
-                start_new_session=True)  # Ctrl-C in the terminal that ran `up` must not stop it
+                [
+                    binary,
+                    f"--config.file={state / CONFIG}",
+                    f"--storage.tsdb.path={state / 'data'}",
+                    f"--web.listen-address={HOST}:{port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=state,
+                start_new_session=True,
+            )  # Ctrl-C in the terminal that ran `up` must not stop it
         (state / PID_FILE).write_text(f"{proc.pid}\n")
         url = f"http://{HOST}:{port}"
         deadline = time.monotonic() + wait_s
         while not self._ready(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.down()
-                raise MonitorError(f"Prometheus did not become ready on {url} (exit {proc.poll()}); last "
-                                   f"lines of {state / LOG}:\n{_tail(state / LOG)}")
+                raise MonitorError(
+                    f"Prometheus did not become ready on {url} (exit {proc.poll()}); last "
+                    f"lines of {state / LOG}:\n{_tail(state / LOG)}"
+                )
             time.sleep(0.2)
         return url
 

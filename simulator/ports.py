@@ -1,12 +1,17 @@
 """Which port each server of a run binds (ServeConfig's rules, in one place)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from simulator.config import ServeConfig
 
-DEFAULT_PORTS = {"metrics_port": 9108, "producer_metrics_port": 9109,
-                 "control_port": 8765, "producer_control_port": 8766}
+DEFAULT_PORTS = {
+    "metrics_port": 9108,
+    "producer_metrics_port": 9109,
+    "control_port": 8765,
+    "producer_control_port": 8766,
+}
 # an unset producer port follows the learner's when that asks for a free port
 FOLLOWS = {"producer_metrics_port": "metrics_port", "producer_control_port": "control_port"}
 

@@ -5,6 +5,7 @@ Pacing: the event at time ts is sent at wall time start + (ts - ts0) / speed (sp
 per second. Events go out in blocks; each block is followed by a watermark on every
 partition, so the learner can close a period even when some partition is quiet.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replay_data.prepared import PreparedLog
-from simulator.bus import Bus
-from simulator.bus import wire
+from simulator.bus import Bus, wire
 
 if TYPE_CHECKING:  # simulator.metrics reads ReplayStats from here
     from simulator.metrics import ProducerMetrics
@@ -46,8 +46,9 @@ class ReplaySettings:
 
 
 class ReplayProducer:
-    def __init__(self, bus: Bus, log: PreparedLog, run_id: str, settings: ReplaySettings,
-                 metrics: ProducerMetrics | None = None) -> None:
+    def __init__(
+        self, bus: Bus, log: PreparedLog, run_id: str, settings: ReplaySettings, metrics: ProducerMetrics | None = None
+    ) -> None:
         self.bus = bus
         self.metrics = metrics
         self.log = log
@@ -80,8 +81,13 @@ class ReplayProducer:
             self.bus.create_topic(name, 1, {"retention.ms": "-1"})
         manifest = self.manifest()
         producer = self.bus.producer()
-        producer.send(wire.runs_topic(prefix), json.dumps(manifest).encode(), partition=0,
-                      key=self.run_id.encode(), headers=wire.headers("manifest"))
+        producer.send(
+            wire.runs_topic(prefix),
+            json.dumps(manifest).encode(),
+            partition=0,
+            key=self.run_id.encode(),
+            headers=wire.headers("manifest"),
+        )
         producer.close()
         return manifest
 
@@ -98,8 +104,9 @@ class ReplayProducer:
         self._resume.set()
         self.stats.paused = False
 
-    def run(self, stop: threading.Event | None = None, start_row: int = 0,
-            fast_until_ts: int | None = None) -> ReplayStats:
+    def run(
+        self, stop: threading.Event | None = None, start_row: int = 0, fast_until_ts: int | None = None
+    ) -> ReplayStats:
         """Send every event from `start_row`, then `end` on every partition.
 
         Events before `fast_until_ts` go out unpaced (catching up after a resume)."""
@@ -127,7 +134,9 @@ class ReplayProducer:
                 self._send_block(producer, row, hi, partition_of)
                 next_ts = int(log.ts[hi]) if hi < len(log.ts) else int(log.ts[-1]) + 1
                 for p in range(parts):
-                    producer.send(self.topic, wire.encode_watermark(next_ts), partition=p, headers=wire.headers(wire.WATERMARK))
+                    producer.send(
+                        self.topic, wire.encode_watermark(next_ts), partition=p, headers=wire.headers(wire.WATERMARK)
+                    )
                 self.stats.produced += hi - row
                 self.stats.event_time = int(log.ts[hi - 1])
                 if self.metrics is not None:
@@ -149,10 +158,16 @@ class ReplayProducer:
             rows = np.flatnonzero(parts == p)
             for start in range(0, len(rows), wire.MAX_EVENTS_PER_RECORD):
                 chunk = rows[start : start + wire.MAX_EVENTS_PER_RECORD]
-                value = wire.encode_events(log.ts[lo:hi][chunk], list(log.user_ids[users[chunk]]),
-                                           list(log.item_ids[items[chunk]]))
-                producer.send(self.topic, value, partition=int(p), key=log.user_ids[users[chunk[0]]].encode(),
-                              headers=wire.headers(wire.EVENTS, row=lo + int(chunk[0])))
+                value = wire.encode_events(
+                    log.ts[lo:hi][chunk], list(log.user_ids[users[chunk]]), list(log.item_ids[items[chunk]])
+                )
+                producer.send(
+                    self.topic,
+                    value,
+                    partition=int(p),
+                    key=log.user_ids[users[chunk[0]]].encode(),
+                    headers=wire.headers(wire.EVENTS, row=lo + int(chunk[0])),
+                )
 
     def resume_row(self) -> int | None:
         """Where an earlier producer of this run stopped, read from the topic itself: the

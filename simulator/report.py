@@ -5,6 +5,7 @@ is still going. pandas, matplotlib and learner.results (which pulls in torch) ar
 inside the functions that use them: the CLI registers this command for every `rtsim`
 invocation, and those must not pay seconds of imports for it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,10 @@ import html
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,11 +30,21 @@ PHASES = ("pretrain", "online", "validation", "test")
 PHASE_FILL = {"pretrain": "#e6e6e6", "online": "#dceaf7", "validation": "#fbefc4", "test": "#d9efd9"}
 # Fixed colours for the registered strategies, so every plot of every run agrees; strategies
 # outside this list take the spare colours in order of first appearance.
-STRATEGY_COLOURS = {"sml": "tab:blue", "sml_s": "tab:purple", "fine_tune": "tab:orange",
-                    "full_retrain": "tab:green", "spmf": "tab:red", "frozen": "tab:gray"}
+STRATEGY_COLOURS = {
+    "sml": "tab:blue",
+    "sml_s": "tab:purple",
+    "fine_tune": "tab:orange",
+    "full_retrain": "tab:green",
+    "spmf": "tab:red",
+    "frozen": "tab:gray",
+}
 SPARE_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
-SEGMENT_NAMES = {"OU-OI": "old user, old item", "OU-NI": "old user, new item",
-                 "NU-OI": "new user, old item", "NU-NI": "new user, new item"}
+SEGMENT_NAMES = {
+    "OU-OI": "old user, old item",
+    "OU-NI": "old user, new item",
+    "NU-OI": "new user, old item",
+    "NU-NI": "new user, new item",
+}
 REQUIRED = ("period", "phase", "strategy")
 FIGSIZE = (10.0, 5.2)
 DPI = 110
@@ -98,7 +110,9 @@ def write_report(run_dir: Path, note: Callable[[str], None] | None = None) -> di
         for plot in _plots(run.k):
             missing = [c for c in plot.columns(run) if c not in run.frame.columns]
             if missing:
-                run.notes.append(f"{plot.title} skipped: periods.csv has no column {', '.join(f'`{c}`' for c in missing)}.")
+                run.notes.append(
+                    f"{plot.title} skipped: periods.csv has no column {', '.join(f'`{c}`' for c in missing)}."
+                )
             elif plot.test_only and run.test.empty:
                 run.notes.append(f"{plot.title} appears once a test period has closed.")
             else:
@@ -122,8 +136,9 @@ def load_run(run_dir: Path) -> Run:
     if is_sweep(run_dir):
         return _load_sweep(run_dir)
     if not csv_path.is_file():
-        raise ReportError(f"{run_dir} has no periods.csv: not a run directory (runs/<run-id>/), "
-                          "or its run has not started")
+        raise ReportError(
+            f"{run_dir} has no periods.csv: not a run directory (runs/<run-id>/), or its run has not started"
+        )
     import pandas as pd
 
     try:
@@ -132,20 +147,36 @@ def load_run(run_dir: Path) -> Run:
         raise ReportError(f"{csv_path} is not a readable CSV: {str(err).splitlines()[0]}") from None
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
-        raise ReportError(f"{csv_path} lacks the column(s) {', '.join(missing)}; "
-                          f"a periods.csv starts with {', '.join(REQUIRED)}, ...")
+        raise ReportError(
+            f"{csv_path} lacks the column(s) {', '.join(missing)}; a periods.csv starts with {', '.join(REQUIRED)}, ..."
+        )
     notes: list[str] = []
     duplicated = frame.duplicated(["period", "strategy"], keep="last")
     if duplicated.any():  # a period recorded twice (e.g. replayed after a restart): the newest row wins
-        notes.append(f"{int(duplicated.sum())} repeated (period, strategy) rows in periods.csv: the last of each is used.")
+        notes.append(
+            f"{int(duplicated.sum())} repeated (period, strategy) rows in periods.csv: the last of each is used."
+        )
         frame = frame[~duplicated].reset_index(drop=True)
-    ks = tuple(sorted(int(m.group(1)) for c in frame.columns if (m := re.fullmatch(r"ndcg@(\d+)", c))
-                      and f"recall@{m.group(1)}" in frame.columns))
+    ks = tuple(
+        sorted(
+            int(m.group(1))
+            for c in frame.columns
+            if (m := re.fullmatch(r"ndcg@(\d+)", c)) and f"recall@{m.group(1)}" in frame.columns
+        )
+    )
     if "serving" not in frame.columns:
         notes.append("periods.csv has no `serving` column: the serving strategy is not marked.")
     preset, schedule = _read_config(run_dir / "config.yaml", notes)
-    return Run(path=run_dir, run_id=run_dir.resolve().name, preset=preset, frame=frame, schedule=schedule,
-               k=max(ks, default=20), ks=ks, notes=notes)
+    return Run(
+        path=run_dir,
+        run_id=run_dir.resolve().name,
+        preset=preset,
+        frame=frame,
+        schedule=schedule,
+        k=max(ks, default=20),
+        ks=ks,
+        notes=notes,
+    )
 
 
 def _load_sweep(run_dir: Path) -> Run:
@@ -161,8 +192,17 @@ def _load_sweep(run_dir: Path) -> Run:
     frame = pd.concat(frames, ignore_index=True)
     notes: list[str] = []
     preset, schedule = _read_config(run_dir / "config.yaml", notes)
-    return Run(path=run_dir, run_id=run_dir.resolve().name, preset=preset, frame=frame, schedule=schedule,
-               k=one.k, ks=one.ks, notes=notes, seeds=sorted(seed_dirs(run_dir)))
+    return Run(
+        path=run_dir,
+        run_id=run_dir.resolve().name,
+        preset=preset,
+        frame=frame,
+        schedule=schedule,
+        k=one.k,
+        ks=one.ks,
+        notes=notes,
+        seeds=sorted(seed_dirs(run_dir)),
+    )
 
 
 def _read_config(path: Path, notes: list[str]) -> tuple[str, list[str]]:
@@ -173,8 +213,9 @@ def _read_config(path: Path, notes: list[str]) -> tuple[str, list[str]]:
     try:
         config = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        notes.append(f"config.yaml unreadable ({type(err).__name__}): preset unknown; "
-                     "phase bands cover evaluated periods only.")
+        notes.append(
+            f"config.yaml unreadable ({type(err).__name__}): preset unknown; phase bands cover evaluated periods only."
+        )
         return "unknown", []
     counts = (config.get("data") or {}).get("phases") or {}
     schedule = [phase for phase in PHASES for _ in range(int(counts.get(phase) or 0))]
@@ -187,8 +228,9 @@ def _tables(run: Run) -> str:
     needed = ["n_interactions", "retrain_seconds"] + [f"{m}@{k}" for k in run.ks for m in ("recall", "ndcg")]
     missing = [c for c in needed if c not in run.frame.columns]
     if not run.ks or missing:
-        run.notes.append("Summary tables skipped: periods.csv has no column "
-                         f"{', '.join(f'`{c}`' for c in missing or ['ndcg@K'])}.")
+        run.notes.append(
+            f"Summary tables skipped: periods.csv has no column {', '.join(f'`{c}`' for c in missing or ['ndcg@K'])}."
+        )
         return ""
     if run.frame.empty:
         return ""
@@ -207,30 +249,48 @@ def _tables(run: Run) -> str:
 
 def _plots(k: int) -> list[Plot]:
     return [
-        Plot("ndcg.png", f"NDCG@{k} per period",
-             "Which strategy stays on top through the test band, and how fast each recovers after a dip; "
-             "circles mark the strategy that was serving.",
-             lambda run: (f"ndcg@{run.k}",),
-             lambda fig, run: _per_period(fig, run, f"ndcg@{run.k}", f"NDCG@{run.k} (0–1, higher is better)")),
-        Plot("recall.png", f"Recall@{k} per period",
-             "Whether the recall ranking agrees with the NDCG ranking (a disagreement means hits are found "
-             "but ranked low).",
-             lambda run: (f"recall@{run.k}",),
-             lambda fig, run: _per_period(fig, run, f"recall@{run.k}", f"Recall@{run.k} (0–1, higher is better)")),
-        Plot("retrain_seconds.png", "Retrain seconds per period",
-             "The cost gap between strategies (log scale: one grid line is 10x) and whether any strategy's "
-             "cost grows as data accumulates.",
-             lambda run: ("retrain_seconds",),
-             lambda fig, run: _per_period(fig, run, "retrain_seconds", "retrain time per period (s, log scale)",
-                                          log=True)),
-        Plot("quality_cost.png", "Quality vs retraining cost on the test periods",
-             "Up and to the left is better: the strategies on the frontier give the most NDCG per second of training.",
-             lambda run: ("n_interactions", "retrain_seconds", f"ndcg@{run.k}"),
-             _quality_cost, test_only=True),
-        Plot("segments.png", f"Test NDCG@{k} per user/item segment",
-             "Where a strategy wins or loses: old vs new users (OU/NU) and old vs new items (OI/NI).",
-             lambda run: ("n_interactions",) + tuple(f"ndcg@{run.k}[{s}]" for s in SEGMENT_NAMES),
-             _segments, test_only=True),
+        Plot(
+            "ndcg.png",
+            f"NDCG@{k} per period",
+            "Which strategy stays on top through the test band, and how fast each recovers after a dip; "
+            "circles mark the strategy that was serving.",
+            lambda run: (f"ndcg@{run.k}",),
+            lambda fig, run: _per_period(fig, run, f"ndcg@{run.k}", f"NDCG@{run.k} (0–1, higher is better)"),
+        ),
+        Plot(
+            "recall.png",
+            f"Recall@{k} per period",
+            "Whether the recall ranking agrees with the NDCG ranking (a disagreement means hits are found "
+            "but ranked low).",
+            lambda run: (f"recall@{run.k}",),
+            lambda fig, run: _per_period(fig, run, f"recall@{run.k}", f"Recall@{run.k} (0–1, higher is better)"),
+        ),
+        Plot(
+            "retrain_seconds.png",
+            "Retrain seconds per period",
+            "The cost gap between strategies (log scale: one grid line is 10x) and whether any strategy's "
+            "cost grows as data accumulates.",
+            lambda run: ("retrain_seconds",),
+            lambda fig, run: _per_period(
+                fig, run, "retrain_seconds", "retrain time per period (s, log scale)", log=True
+            ),
+        ),
+        Plot(
+            "quality_cost.png",
+            "Quality vs retraining cost on the test periods",
+            "Up and to the left is better: the strategies on the frontier give the most NDCG per second of training.",
+            lambda run: ("n_interactions", "retrain_seconds", f"ndcg@{run.k}"),
+            _quality_cost,
+            test_only=True,
+        ),
+        Plot(
+            "segments.png",
+            f"Test NDCG@{k} per user/item segment",
+            "Where a strategy wins or loses: old vs new users (OU/NU) and old vs new items (OI/NI).",
+            lambda run: ("n_interactions",) + tuple(f"ndcg@{run.k}[{s}]" for s in SEGMENT_NAMES),
+            _segments,
+            test_only=True,
+        ),
     ]
 
 
@@ -286,11 +346,29 @@ def _per_period(fig: Figure, run: Run, column: str, ylabel: str, log: bool = Fal
         handles += ax.plot(periods, values, marker=".", linewidth=1.8, color=run.colour(strategy), label=label)
         if "serving" in rows.columns:
             served = rows.index[rows["serving"] == 1]
-            ax.plot(served, values[np.searchsorted(periods, served)], linestyle="none", marker="o", markersize=10,
-                    markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.3)
+            ax.plot(
+                served,
+                values[np.searchsorted(periods, served)],
+                linestyle="none",
+                marker="o",
+                markersize=10,
+                markerfacecolor="none",
+                markeredgecolor="black",
+                markeredgewidth=1.3,
+            )
     if "serving" in frame.columns:
-        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=10, markerfacecolor="none",
-                              markeredgecolor="black", label="serving in this period"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=10,
+                markerfacecolor="none",
+                markeredgecolor="black",
+                label="serving in this period",
+            )
+        )
     if banded:
         from matplotlib.patches import Patch
 
@@ -327,8 +405,10 @@ def _phase_bands(ax: Axes, run: Run) -> None:
         ax.axvspan(first - 0.5, last + 0.5, color=PHASE_FILL.get(phase, "#f2f2f2"), zorder=0, linewidth=0)
     ax.set_xlim(min(phase_of) - 0.5, max(phase_of) + 0.5)
     top = ax.secondary_xaxis("top")
-    top.set_xticks([(first + last) / 2 for _, first, last in spans],
-                   [_phase_label(phase, last - first + 1, len(phase_of)) for phase, first, last in spans])
+    top.set_xticks(
+        [(first + last) / 2 for _, first, last in spans],
+        [_phase_label(phase, last - first + 1, len(phase_of)) for phase, first, last in spans],
+    )
     top.tick_params(length=0, labelsize=9)
 
 
@@ -352,8 +432,15 @@ def _quality_cost(fig: Figure, run: Run) -> None:
             continue
         seconds, ndcg = float(cost[strategy]), float(quality[strategy])
         x = seconds if seconds > 0 else floor
-        ax.scatter([x], [ndcg], s=90, color=run.colour(strategy), edgecolor="black", zorder=3,
-                   label=f"{strategy}: {ndcg:.4f} at {seconds:.2f} s")
+        ax.scatter(
+            [x],
+            [ndcg],
+            s=90,
+            color=run.colour(strategy),
+            edgecolor="black",
+            zorder=3,
+            label=f"{strategy}: {ndcg:.4f} at {seconds:.2f} s",
+        )
         points.append((strategy + (" (0 s, at the floor)" if seconds <= 0 else ""), x, ndcg))
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.2)
@@ -363,8 +450,11 @@ def _quality_cost(fig: Figure, run: Run) -> None:
     ax.grid(True, which="both", alpha=0.3)
     fig.legend(loc="outside right upper", title=f"strategy: NDCG@{run.k} at cost", fontsize=9)
     periods = sorted(test["period"].unique())
-    _footnote(fig, f"Test periods {periods[0]}–{periods[-1]}; NDCG pooled over their interactions (as in Table 1), "
-                   "cost is the mean of the per-period retrain seconds. Up and left is better.")
+    _footnote(
+        fig,
+        f"Test periods {periods[0]}–{periods[-1]}; NDCG pooled over their interactions (as in Table 1), "
+        "cost is the mean of the per-period retrain seconds. Up and left is better.",
+    )
 
 
 def _label_points(ax: Axes, points: list[tuple[str, float, float]]) -> None:
@@ -382,8 +472,15 @@ def _label_points(ax: Axes, points: list[tuple[str, float, float]]) -> None:
             if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
                 break
         placed.append(box)
-        ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=9,
-                    ha="left" if dx > 0 else "right", va="bottom")
+        ax.annotate(
+            name,
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            fontsize=9,
+            ha="left" if dx > 0 else "right",
+            va="bottom",
+        )
 
 
 def _segments(fig: Figure, run: Run) -> None:
@@ -397,18 +494,29 @@ def _segments(fig: Figure, run: Run) -> None:
     x = np.arange(len(segments))
     for j, strategy in enumerate(strategies):
         values = table.loc[strategy, segments].to_numpy(float)
-        bars = ax.bar(x - 0.4 + (j + 0.5) * width, np.nan_to_num(values), width, color=run.colour(strategy),
-                      label=strategy, edgecolor="white", linewidth=0.5)
-        ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.3f}" for v in values], fontsize=7,
-                     rotation=90, padding=2)
+        bars = ax.bar(
+            x - 0.4 + (j + 0.5) * width,
+            np.nan_to_num(values),
+            width,
+            color=run.colour(strategy),
+            label=strategy,
+            edgecolor="white",
+            linewidth=0.5,
+        )
+        ax.bar_label(
+            bars, labels=["n/a" if np.isnan(v) else f"{v:.3f}" for v in values], fontsize=7, rotation=90, padding=2
+        )
     ax.set_xticks(x, [f"{s}\n{SEGMENT_NAMES[s]}" for s in segments])
     ax.set_ylabel(f"NDCG@{run.k} pooled over test periods")
     ax.set_xlabel("segment (user / item old or new in the period)")
     ax.margins(y=0.18)
     ax.grid(True, axis="y", alpha=0.4)
     fig.legend(loc="outside right upper", title="strategy", fontsize=9)
-    _footnote(fig, "Segment pooling weights each test period by its n_interactions (periods.csv does not record "
-                   "segment sizes) and skips periods where the segment was empty (NaN); n/a: empty in every test period.")
+    _footnote(
+        fig,
+        "Segment pooling weights each test period by its n_interactions (periods.csv does not record "
+        "segment sizes) and skips periods where the segment was empty (NaN); n/a: empty in every test period.",
+    )
 
 
 def _segment_pooled(run: Run) -> pd.DataFrame:
@@ -443,11 +551,14 @@ def _markdown(run: Run, tables: str, plots: list[Plot]) -> str:
         status = f"still running: {_periods(len(closed))} closed{total} (last: {closed[-1]}, test)"
     else:
         status = f"{_periods(len(closed))} evaluated ({closed[0]}–{closed[-1]})"
-    lines = [f"# rtsim report: {run.run_id}", "",
-             f"- run id: `{run.run_id}`",
-             f"- preset: `{run.preset}`",
-             f"- status: {status}",
-             f"- strategies: {', '.join(f'`{s}`' for s in run.strategies) or 'none yet'}"]
+    lines = [
+        f"# rtsim report: {run.run_id}",
+        "",
+        f"- run id: `{run.run_id}`",
+        f"- preset: `{run.preset}`",
+        f"- status: {status}",
+        f"- strategies: {', '.join(f'`{s}`' for s in run.strategies) or 'none yet'}",
+    ]
     if run.seeds:
         lines.append(f"- seeds: {', '.join(map(str, run.seeds))} (one run each in `seed-<s>/`)")
     if "serving" in frame.columns and not frame.empty:
@@ -458,13 +569,28 @@ def _markdown(run: Run, tables: str, plots: list[Plot]) -> str:
     if tables:
         lines += [tables.strip(), ""]
     if plots:
-        lines += ["## Plots", "", "Per-period plots shade the phases (pretrain, online, validation, test); "
-                  "a black circle marks the strategy serving in that period."
-                  + (f" Seed sweep: each line is the mean over the {len(run.seeds)} seeds and its band spans the "
-                     "lowest to the highest seed; the other plots pool every seed's rows." if len(run.seeds) > 1 else ""),
-                  ""]
+        lines += [
+            "## Plots",
+            "",
+            "Per-period plots shade the phases (pretrain, online, validation, test); "
+            "a black circle marks the strategy serving in that period."
+            + (
+                f" Seed sweep: each line is the mean over the {len(run.seeds)} seeds and its band spans the "
+                "lowest to the highest seed; the other plots pool every seed's rows."
+                if len(run.seeds) > 1
+                else ""
+            ),
+            "",
+        ]
         for plot in plots:
-            lines += [f"### {plot.title}", "", f"![{plot.title}](plots/{plot.file})", "", f"*Look for:* {plot.caption}", ""]
+            lines += [
+                f"### {plot.title}",
+                "",
+                f"![{plot.title}](plots/{plot.file})",
+                "",
+                f"*Look for:* {plot.caption}",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -506,8 +632,10 @@ def _html(markdown: str, run_dir: Path, title: str) -> str:
         elif image := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
             alt, src = image.groups()
             data = base64.b64encode((run_dir / src).read_bytes()).decode("ascii")
-            body.append(f'<figure><a href="{html.escape(src)}"><img alt="{html.escape(alt)}" '
-                        f'src="data:image/png;base64,{data}"></a></figure>')
+            body.append(
+                f'<figure><a href="{html.escape(src)}"><img alt="{html.escape(alt)}" '
+                f'src="data:image/png;base64,{data}"></a></figure>'
+            )
             i += 1
         elif line.startswith("|"):
             block = []
@@ -526,7 +654,8 @@ def _html(markdown: str, run_dir: Path, title: str) -> str:
         else:
             body.append(f"<p>{_inline(line)}</p>")
             i += 1
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
         <style>
@@ -539,7 +668,10 @@ def _html(markdown: str, run_dir: Path, title: str) -> str:
         code {{ background: #f3f3f3; padding: 0 0.2em; }}
         </style></head>
         <body>
-        """) + "\n".join(body) + "\n</body></html>\n"
+        """)
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def _inline(text: str) -> str:
@@ -553,8 +685,10 @@ def _inline(text: str) -> str:
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "report", help="write report.md, report.html and plots from a run directory",
-        formatter_class=argparse.RawDescriptionHelpFormatter, description=textwrap.dedent("""\
+        "report",
+        help="write report.md, report.html and plots from a run directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
         Read RUN_DIR/periods.csv and config.yaml and write RUN_DIR/report.md, a
         self-contained RUN_DIR/report.html, and RUN_DIR/plots/*.png: NDCG@20 and Recall@20
         per period, retrain seconds per period, quality vs cost, and NDCG@20 per old/new
@@ -562,7 +696,8 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         that is still going: it reports the periods closed so far.
 
         example:
-          rtsim report runs/demo-20261127T101500-a1b2c3"""))
+          rtsim report runs/demo-20261127T101500-a1b2c3"""),
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory, runs/<run-id>/")
     parser.set_defaults(func=_handle)
     return parser

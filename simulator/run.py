@@ -1,4 +1,5 @@
 """Run orchestration: the replay producer and the learner, together or as separate processes."""
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,7 @@ def connect(cfg: RunConfig) -> Bus:
     if cfg.bus.url.startswith("kafka://"):
         from simulator.bus.kafka import KafkaBus
 
-        return KafkaBus(cfg.bus.url[len("kafka://"):], connect_timeout_s=cfg.bus.connect_timeout_s)
+        return KafkaBus(cfg.bus.url[len("kafka://") :], connect_timeout_s=cfg.bus.connect_timeout_s)
     return open_bus(cfg.bus.url)
 
 
@@ -54,11 +55,15 @@ def run_labels(cfg: RunConfig, run_id: str, preset: str) -> RunLabels:
 
 def replay_settings(cfg: RunConfig, preset: str) -> ReplaySettings:
     speed = None if cfg.replay.speed == "max" else float(cfg.replay.speed)
-    return ReplaySettings(partitions=cfg.replay.partitions, speed=speed,
-                          max_events_per_second=cfg.replay.max_events_per_second,
-                          block_events=cfg.replay.block_events, block_seconds=cfg.replay.block_seconds,
-                          prefix=cfg.bus.prefix,
-                          extra_manifest={"preset": preset})
+    return ReplaySettings(
+        partitions=cfg.replay.partitions,
+        speed=speed,
+        max_events_per_second=cfg.replay.max_events_per_second,
+        block_events=cfg.replay.block_events,
+        block_seconds=cfg.replay.block_seconds,
+        prefix=cfg.bus.prefix,
+        extra_manifest={"preset": preset},
+    )
 
 
 class Endpoints:
@@ -76,13 +81,18 @@ class Endpoints:
 
     def metrics(self, side: str, registry, cfg: RunConfig, key: str, option: str) -> None:
         host = cfg.serve.host
-        server, bound = self._bind(side, "metrics", plan_port(cfg.serve, key),
-                                   lambda port: serve(registry, host, port, option=option))
+        server, bound = self._bind(
+            side, "metrics", plan_port(cfg.serve, key), lambda port: serve(registry, host, port, option=option)
+        )
         self._add(side, "metrics", f"http://{host}:{bound}/metrics", lambda: (server.shutdown(), server.server_close()))
 
     def control(self, side: str, routes, cfg: RunConfig, key: str, option: str) -> None:
-        api = self._bind(side, "control", plan_port(cfg.serve, key),
-                         lambda port: start_api(routes, cfg.serve.host, port, self.token, option=option))
+        api = self._bind(
+            side,
+            "control",
+            plan_port(cfg.serve, key),
+            lambda port: start_api(routes, cfg.serve.host, port, self.token, option=option),
+        )
         self._add(side, "control", api.url, api.close)
 
     def _bind(self, side: str, kind: str, plan: PortPlan, start: Callable[[int], T]) -> T:
@@ -156,7 +166,8 @@ class RunRecorder:
     def finish(self) -> pd.DataFrame:
         frame = pd.read_csv(self.run_dir.periods_csv)
         self.run_dir.summary_md.write_text(
-            summary_markdown(frame, f"rtsim run {self.run_dir.run_id} ({self.cfg.preset})"))
+            summary_markdown(frame, f"rtsim run {self.run_dir.run_id} ({self.cfg.preset})")
+        )
         written = write_report(self.run_dir.path)
         self.report(f"report: {self.run_dir.path / 'report.md'} ({len(written) - 2} plots)")
         return frame
@@ -166,8 +177,14 @@ class RunRecorder:
             handle.write(json.dumps(record) + "\n")
 
 
-def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Report = print,
-                 keep_serving: bool = False, resume: bool = False) -> pd.DataFrame:
+def run_embedded(
+    cfg: RunConfig,
+    log: PreparedLog,
+    run_dir: RunDir,
+    report: Report = print,
+    keep_serving: bool = False,
+    resume: bool = False,
+) -> pd.DataFrame:
     """Producer (a thread) and learner (this thread) in one process, over cfg.bus.
 
     resume: continue from the run directory's newest valid checkpoint. On the in-process
@@ -180,8 +197,13 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
     try:
         run = run_labels(cfg, run_dir.run_id, cfg.preset)
         producer_metrics, learner_metrics = ProducerMetrics(log.schedule.edges, run), LearnerMetrics(run)
-        endpoints.metrics("producer", producer_metrics.registry, cfg, "producer_metrics_port",
-                          "--set serve.producer_metrics_port=PORT")
+        endpoints.metrics(
+            "producer",
+            producer_metrics.registry,
+            cfg,
+            "producer_metrics_port",
+            "--set serve.producer_metrics_port=PORT",
+        )
         endpoints.metrics("learner", learner_metrics.registry, cfg, "metrics_port", "--metrics-port")
         producer = ReplayProducer(bus, log, run_dir.run_id, replay_settings(cfg, cfg.preset), producer_metrics)
         manifest = producer.publish_manifest()
@@ -223,8 +245,9 @@ def run_embedded(cfg: RunConfig, log: PreparedLog, run_dir: RunDir, report: Repo
         bus.close()
 
 
-def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print,
-           stop: threading.Event | None = None) -> dict:
+def replay(
+    cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print, stop: threading.Event | None = None
+) -> dict:
     """The producer alone (`rtsim replay`)."""
     endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
     bus = connect(cfg)
@@ -236,8 +259,10 @@ def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print
         manifest = producer.publish_manifest()
         stop = stop or threading.Event()
         _serve_producer(endpoints, bus, cfg, producer, metrics, stop, control_option="--control-port")
-        report(f"replaying run {run_id}: {manifest['n_events']:,} events onto {producer.topic} "
-               f"({cfg.replay.partitions} partitions, speed {manifest['speed']})")
+        report(
+            f"replaying run {run_id}: {manifest['n_events']:,} events onto {producer.topic} "
+            f"({cfg.replay.partitions} partitions, speed {manifest['speed']})"
+        )
         stats = producer.run(stop)
         report(f"done: {stats.produced:,} events produced" + ("" if stats.done else " (stopped early)"))
         return manifest
@@ -248,9 +273,16 @@ def replay(cfg: RunConfig, log: PreparedLog, run_id: str, report: Report = print
         bus.close()
 
 
-def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = print,
-          wait_s: float = 600.0, stop: threading.Event | None = None, keep_serving: bool = False,
-          resume: bool = False) -> pd.DataFrame:
+def learn(
+    cfg: RunConfig,
+    runs_root: str,
+    run_id: str | None,
+    report: Report = print,
+    wait_s: float = 600.0,
+    stop: threading.Event | None = None,
+    keep_serving: bool = False,
+    resume: bool = False,
+) -> pd.DataFrame:
     """The learner alone (`rtsim learn`): the run manifest comes from the bus, or from the
     checkpoint of runs_root/run_id when resuming."""
     endpoints = Endpoints(report, cfg)  # refuses an exposed API before anything connects or listens
@@ -262,8 +294,7 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
         topic_partitions = bus.partitions(wire.events_topic(cfg.bus.prefix, manifest["run_id"]))
         cfg = replace(cfg, replay=replace(cfg.replay, partitions=topic_partitions))
         run_dir = RunDir(runs_root, manifest["run_id"]).create(cfg)
-        report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, "
-               f"run directory {run_dir.path}")
+        report(f"learning run {manifest['run_id']}: {len(manifest['phases'])} periods, run directory {run_dir.path}")
         metrics = LearnerMetrics(run_labels(cfg, manifest["run_id"], manifest.get("preset", "")))
         stop = stop or threading.Event()
         with run_dir.removed_if_refused():
@@ -279,9 +310,15 @@ def learn(cfg: RunConfig, runs_root: str, run_id: str | None, report: Report = p
         bus.close()
 
 
-def _serve_producer(endpoints: Endpoints, bus: Bus, cfg: RunConfig, producer: ReplayProducer,
-                    metrics: ProducerMetrics, stop: threading.Event,
-                    control_option: str = "--set serve.producer_control_port=PORT") -> None:
+def _serve_producer(
+    endpoints: Endpoints,
+    bus: Bus,
+    cfg: RunConfig,
+    producer: ReplayProducer,
+    metrics: ProducerMetrics,
+    stop: threading.Event,
+    control_option: str = "--set serve.producer_control_port=PORT",
+) -> None:
     """The producer's control API and control-topic listener; changes show in its metrics."""
     commands = ProducerCommands(producer, on_change=lambda event: metrics.observe(producer.stats))
     endpoints.control("producer", producer_routes(commands), cfg, "producer_control_port", control_option)
@@ -294,18 +331,31 @@ def load_checkpoint(run_dir: RunDir, report: Report) -> dict:
     return state
 
 
-def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Report,
-           stop: threading.Event, metrics: LearnerMetrics, endpoints: Endpoints,
-           resume: dict | None = None) -> pd.DataFrame:
+def _learn(
+    bus: Bus,
+    cfg: RunConfig,
+    manifest: dict,
+    run_dir: RunDir,
+    report: Report,
+    stop: threading.Event,
+    metrics: LearnerMetrics,
+    endpoints: Endpoints,
+    resume: dict | None = None,
+) -> pd.DataFrame:
     engine = Engine(cfg.learner, manifest["phases"])
     metrics.set_serving(engine.serving, engine.enabled, swapped=False)
 
     def on_change(event: dict) -> None:
         state = event["state"]
-        report(f"control: {event['command']} {event.get('strategy', '')} -> serving {state['serving']}, "
-               f"enabled {', '.join(state['enabled'])}")
-        metrics.set_serving(state["serving"], sorted(set(state["enabled"]) | set(state["disabled"])),
-                            swapped=event["command"] == "serve")
+        report(
+            f"control: {event['command']} {event.get('strategy', '')} -> serving {state['serving']}, "
+            f"enabled {', '.join(state['enabled'])}"
+        )
+        metrics.set_serving(
+            state["serving"],
+            sorted(set(state["enabled"]) | set(state["disabled"])),
+            swapped=event["command"] == "serve",
+        )
 
     commands = LearnerCommands(engine, on_change=on_change)
     endpoints.control("learner", learner_routes(commands), cfg, "control_port", "--control-port")
@@ -314,10 +364,17 @@ def _learn(bus: Bus, cfg: RunConfig, manifest: dict, run_dir: RunDir, report: Re
     endpoints.announce(manifest["run_id"])
     recorder = RunRecorder(cfg, run_dir, engine, report)
     deadletter = recorder.deadletter_file if cfg.bus.url == "memory" else None
-    learner = StreamLearner(bus, engine, manifest, prefix=cfg.bus.prefix,
-                            on_period=recorder.on_period, deadletter=deadletter, metrics=metrics,
-                            checkpoints=CheckpointStore(run_dir.checkpoints, cfg.learner.checkpoint.keep),
-                            checkpoint_every=cfg.learner.checkpoint.every)
+    learner = StreamLearner(
+        bus,
+        engine,
+        manifest,
+        prefix=cfg.bus.prefix,
+        on_period=recorder.on_period,
+        deadletter=deadletter,
+        metrics=metrics,
+        checkpoints=CheckpointStore(run_dir.checkpoints, cfg.learner.checkpoint.keep),
+        checkpoint_every=cfg.learner.checkpoint.every,
+    )
     if resume is not None:
         recorder.csv.rewrite(resume["rows"])
         learner.restore(resume)
@@ -334,6 +391,9 @@ def progress_line(t: int, phase: str, n_events: int, results: list[StrategyResul
     if not results:
         return f"{head} | buffered for pretraining  [{elapsed:6.1f}s]"
     top = max(results[0].metrics.ndcg)
-    parts = [f"{r.strategy}{'*' if r.serving else ''}{' NOT FINITE' if r.health.nonfinite_rows else ''} "
-             f"{r.metrics.ndcg[top]:.4f} ({r.retrain_seconds:.1f}s)" for r in results]
+    parts = [
+        f"{r.strategy}{'*' if r.serving else ''}{' NOT FINITE' if r.health.nonfinite_rows else ''} "
+        f"{r.metrics.ndcg[top]:.4f} ({r.retrain_seconds:.1f}s)"
+        for r in results
+    ]
     return f"{head} | NDCG@{top} (retrain s; * serving): " + "  ".join(parts) + f"  [{elapsed:6.1f}s]"

@@ -1,4 +1,5 @@
 """Run directories: runs/<run-id>/ with the resolved config, periods.csv and summaries."""
+
 from __future__ import annotations
 
 import json
@@ -26,18 +27,19 @@ class RunDir:
         self.path = Path(root) / (folder or run_id)
         self.fresh = False  # create() made the directory
 
-    def create(self, cfg: RunConfig) -> "RunDir":
+    def create(self, cfg: RunConfig) -> RunDir:
         self.fresh = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "config.yaml").write_text(dump(cfg))
         except OSError as err:
-            raise SystemExit(f"rtsim: cannot write the run directory {self.path}: {err.strerror}; "
-                             "choose another --runs-dir") from None
+            raise SystemExit(
+                f"rtsim: cannot write the run directory {self.path}: {err.strerror}; choose another --runs-dir"
+            ) from None
         return self
 
     @contextmanager
-    def removed_if_refused(self) -> Iterator["RunDir"]:
+    def removed_if_refused(self) -> Iterator[RunDir]:
         """A run refused before it produced anything (a config or safety check) leaves no
         directory holding only its config.yaml, which would look like a run."""
         try:
@@ -73,9 +75,15 @@ class RunDir:
         self.base_model.parent.mkdir(parents=True, exist_ok=True)
         users, items = engine.base_model.embeddings()
         n_users, n_items = users.shape[0], items.shape[0]
-        torch.save({"users": users.cpu(), "items": items.cpu(),
-                    "user_ids": engine.user_vocab.ids[:n_users], "item_ids": engine.item_vocab.ids[:n_items]},
-                   self.base_model)
+        torch.save(
+            {
+                "users": users.cpu(),
+                "items": items.cpu(),
+                "user_ids": engine.user_vocab.ids[:n_users],
+                "item_ids": engine.item_vocab.ids[:n_items],
+            },
+            self.base_model,
+        )
 
     def write_endpoints(self, endpoints: dict) -> None:
         (self.path / "endpoints.json").write_text(json.dumps(endpoints, indent=2))

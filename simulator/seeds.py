@@ -2,6 +2,7 @@
 learner.seed = base, base+1, ... and the evaluation candidates fixed by learner.eval_seed,
 each into RUN_DIR/seed-<s>/ (a normal run directory), then a combined RUN_DIR/summary.md and
 report (learner/results.py, seeds_summary_markdown; learner/stats.py)."""
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,9 @@ def sweep_configs(cfg: RunConfig, n: int) -> list[tuple[int, RunConfig]]:
         raise ValueError(f"--seeds must be >= 1, got {n}")
     base = cfg.learner.seed
     eval_seed = base if cfg.learner.eval_seed is None else cfg.learner.eval_seed
-    return [(base + i, replace(cfg, learner=replace(cfg.learner, seed=base + i, eval_seed=eval_seed)))
-            for i in range(n)]
+    return [
+        (base + i, replace(cfg, learner=replace(cfg.learner, seed=base + i, eval_seed=eval_seed))) for i in range(n)
+    ]
 
 
 def seed_dirs(path: Path) -> dict[int, Path]:
@@ -70,12 +72,15 @@ def load_sweep(path: Path) -> tuple[dict[int, pd.DataFrame], dict[int, dict]]:
     from learner.results import load_ranks
 
     dirs = seed_dirs(path)
-    return ({seed: pd.read_csv(d / "periods.csv") for seed, d in dirs.items()},
-            {seed: load_ranks(d) for seed, d in dirs.items()})
+    return (
+        {seed: pd.read_csv(d / "periods.csv") for seed, d in dirs.items()},
+        {seed: load_ranks(d) for seed, d in dirs.items()},
+    )
 
 
-def sweep_summary(path: Path, eval_seed: int | None = None, title: str | None = None,
-                  ks: tuple[int, ...] | None = None) -> str:
+def sweep_summary(
+    path: Path, eval_seed: int | None = None, title: str | None = None, ks: tuple[int, ...] | None = None
+) -> str:
     from learner.results import KS, seeds_summary_markdown
 
     frames, ranks = load_sweep(path)
@@ -84,8 +89,9 @@ def sweep_summary(path: Path, eval_seed: int | None = None, title: str | None = 
     if ks is None and frames:
         columns = next(iter(frames.values())).columns
         ks = tuple(sorted(int(c[5:]) for c in columns if re.fullmatch(r"ndcg@\d+", c))) or KS
-    return seeds_summary_markdown(frames, ranks, title or f"rtsim seed sweep {Path(path).resolve().name}",
-                                  ks or KS, eval_seed)
+    return seeds_summary_markdown(
+        frames, ranks, title or f"rtsim seed sweep {Path(path).resolve().name}", ks or KS, eval_seed
+    )
 
 
 def write_sweep_summary(path: Path, eval_seed: int | None = None) -> Path:

@@ -4,6 +4,7 @@ It knows the data only through the bus (the run manifest and the events topic), 
 every partition by explicit assignment, and commits offsets only up to the first record
 that still feeds an open period, so a restart never skips an event.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,13 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from learner.checkpoint import CheckpointError, CheckpointStore
-from simulator.dedup import RowLedger
 from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics
 from learner.results import as_row
 from learner.windows import PeriodWindows
-from simulator.bus import Bus, BusError, Message
-from simulator.bus import wire
+from simulator.bus import Bus, BusError, Message, wire
+from simulator.dedup import RowLedger
 
 log = logging.getLogger("rtsim.learner")
 
@@ -37,8 +37,9 @@ class IngestStats:
     records: int = 0
 
 
-def find_manifest(bus: Bus, prefix: str, run_id: str | None, wait_s: float,
-                  stop: threading.Event | None = None) -> dict:
+def find_manifest(
+    bus: Bus, prefix: str, run_id: str | None, wait_s: float, stop: threading.Event | None = None
+) -> dict:
     """The manifest of `run_id`, or the newest one; waits up to wait_s for it to appear."""
     topic = wire.runs_topic(prefix)
     bus.create_topic(topic, 1, {"retention.ms": "-1"})
@@ -58,18 +59,29 @@ def find_manifest(bus: Bus, prefix: str, run_id: str | None, wait_s: float,
                 return newest
             if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 wanted = f"run {run_id!r}" if run_id else "any run"
-                raise TimeoutError(f"no manifest for {wanted} on {topic} after {wait_s:.0f} s: "
-                                   "start the producer (`rtsim replay ...`) or check --run-id")
+                raise TimeoutError(
+                    f"no manifest for {wanted} on {topic} after {wait_s:.0f} s: "
+                    "start the producer (`rtsim replay ...`) or check --run-id"
+                )
     finally:
         consumer.close()
 
 
 class StreamLearner:
-    def __init__(self, bus: Bus, engine: Engine, manifest: dict, *, prefix: str = "rtsim",
-                 group: str | None = None, on_period: PeriodCallback | None = None,
-                 deadletter: Callable[[dict], None] | None = None,
-                 metrics: LearnerMetrics | None = None,
-                 checkpoints: CheckpointStore | None = None, checkpoint_every: int = 1) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        engine: Engine,
+        manifest: dict,
+        *,
+        prefix: str = "rtsim",
+        group: str | None = None,
+        on_period: PeriodCallback | None = None,
+        deadletter: Callable[[dict], None] | None = None,
+        metrics: LearnerMetrics | None = None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_every: int = 1,
+    ) -> None:
         self.bus = bus
         self.engine = engine
         self.manifest = manifest
@@ -125,8 +137,7 @@ class StreamLearner:
         producer's end marker are counted and dead-lettered (after_end), not left unread."""
         ends = self._retry(consumer.end_offsets, "reading end offsets")
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(
-                consumer.positions().get(p, 0) < end for p, end in ends.items()):
+        while time.monotonic() < deadline and any(consumer.positions().get(p, 0) < end for p, end in ends.items()):
             for message in consumer.poll(0.2):
                 self._ingest(message)
         self._observe_ingest()
@@ -164,28 +175,34 @@ class StreamLearner:
 
     def _checkpoint_due(self, t: int) -> bool:
         return self.checkpoints is not None and (
-            (t + 1) % self.checkpoint_every == 0 or t == self.windows.n_periods - 1)
+            (t + 1) % self.checkpoint_every == 0 or t == self.windows.n_periods - 1
+        )
 
     def _checkpoint(self, t: int, positions: dict[int, int]) -> None:
-        self.checkpoints.save(t, {
-            "format": 1,
-            "manifest": self.manifest,
-            "engine": self.engine.state_dict(),
-            "windows": self.windows.state_dict(),
-            "rejected": dict(self.stats.rejected),
-            "rows": list(self.rows),
-            "positions": dict(positions),  # everything before these was read
-            "safe_positions": self.windows.safe_positions(positions),  # where reading resumes
-            "rows_ingested": self._ledger.state_dict(),
-            "closed_at": time.time(),  # when period t closed, for the metrics of a resumed run
-        })
+        self.checkpoints.save(
+            t,
+            {
+                "format": 1,
+                "manifest": self.manifest,
+                "engine": self.engine.state_dict(),
+                "windows": self.windows.state_dict(),
+                "rejected": dict(self.stats.rejected),
+                "rows": list(self.rows),
+                "positions": dict(positions),  # everything before these was read
+                "safe_positions": self.windows.safe_positions(positions),  # where reading resumes
+                "rows_ingested": self._ledger.state_dict(),
+                "closed_at": time.time(),  # when period t closed, for the metrics of a resumed run
+            },
+        )
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint: re-read from its safe positions; records before its
         read positions only re-fill the open periods (their other effects already count)."""
         if "rows_ingested" not in state:  # written before the ledger: re-sent records would count twice
-            raise CheckpointError("the checkpoint was written by an older rtsim that kept no record digests; "
-                                  "start the run afresh without --resume")
+            raise CheckpointError(
+                "the checkpoint was written by an older rtsim that kept no record digests; "
+                "start the run afresh without --resume"
+            )
         self.engine.load_state_dict(state["engine"])
         self.windows.load_state_dict(state["windows"])
         self.stats.rejected = Counter(state["rejected"])
@@ -196,8 +213,14 @@ class StreamLearner:
         self._refilling = {p: end for p, end in self._replay_until.items() if self._seek_to.get(p, end) < end}
         if self.metrics is not None:
             engine = self.engine
-            self.metrics.restore(self.windows.open - 1, self.rows, len(engine.user_vocab), len(engine.item_vocab),
-                                 engine.swaps, state.get("closed_at"))
+            self.metrics.restore(
+                self.windows.open - 1,
+                self.rows,
+                len(engine.user_vocab),
+                len(engine.item_vocab),
+                engine.swaps,
+                state.get("closed_at"),
+            )
             self._observe_ingest()
 
     def _ingest(self, message: Message) -> None:
@@ -215,9 +238,16 @@ class StreamLearner:
         except wire.DecodeError as err:
             self.stats.rejected[err.reason] += 1
             log.warning("rejected record %s/%d@%d: %s", message.topic, message.partition, message.offset, err)
-            self._deadletter({"reason": err.reason, "detail": str(err), "topic": message.topic,
-                              "partition": message.partition, "offset": message.offset,
-                              "raw_base64": base64.b64encode(message.value).decode()})
+            self._deadletter(
+                {
+                    "reason": err.reason,
+                    "detail": str(err),
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "raw_base64": base64.b64encode(message.value).decode(),
+                }
+            )
             return
         self._apply(message, decoded, self.windows.add)
 
@@ -262,8 +292,13 @@ class StreamLearner:
     def _publish(self, rows: list[dict]) -> None:
         for row in rows:
             record = {"run_id": self.run_id, **{k: None if v != v else v for k, v in row.items()}}
-            self._producer.send(wire.results_topic(self.prefix), json.dumps(record).encode(), partition=0,
-                                key=self.run_id.encode(), headers=wire.headers("result"))
+            self._producer.send(
+                wire.results_topic(self.prefix),
+                json.dumps(record).encode(),
+                partition=0,
+                key=self.run_id.encode(),
+                headers=wire.headers("result"),
+            )
         self._producer.flush()
 
     def _observe_ingest(self) -> None:
@@ -274,5 +309,9 @@ class StreamLearner:
         self.metrics.observe_ingest(windows.consumed, rejected, windows.late, sum(windows.outside.values()))
 
     def _deadletter_topic(self, record: dict) -> None:
-        self._producer.send(wire.deadletter_topic(self.prefix), json.dumps(record).encode(), partition=0,
-                            headers=wire.headers("deadletter"))
+        self._producer.send(
+            wire.deadletter_topic(self.prefix),
+            json.dumps(record).encode(),
+            partition=0,
+            headers=wire.headers("deadletter"),
+        )

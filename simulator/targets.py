@@ -6,6 +6,7 @@ Prometheus (`rtsim monitor up`, or any with a file_sd_config on the folder) scra
 run on the machine without editing its config. A resumed run rewrites its run's files
 with its new ports; a killed run's files stay until then (its targets read as down).
 """
+
 from __future__ import annotations
 
 import json

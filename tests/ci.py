@@ -1,4 +1,5 @@
 """Missing integration services: a skip on a developer's machine, a failure in CI."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,7 @@
 """Shared fixtures. Integration fixtures (a real Kafka broker) live in their own modules."""
+
 from __future__ import annotations
+
 import os
 import tempfile
 

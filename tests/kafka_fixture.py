@@ -16,8 +16,6 @@ from tests.ci import unavailable
 START_WAIT_S = 120.0
 
 
-
-
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """The session's running broker: on a free port, its state in a temp directory.

@@ -4,6 +4,7 @@ Its own broker (its own state directory and port), so stopping it leaves the ses
 broker to the other tests. Nothing may be lost: every online period's n_interactions equals
 the prepared log's count for that period.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -52,16 +53,36 @@ def test_a_run_rides_out_a_broker_restart_on_the_same_port(tmp_path: Path) -> No
     proc = None
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--bus", f"kafka://{HOST}:{port}",
-             "--speed", "20000", "--runs-dir", str(tmp_path / "runs"), "--run-id", "restarted",
-             "--data-dir", str(data_dir), "--no-progress"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "simulator.cli",
+                "run",
+                "--preset",
+                "tiny",
+                "--bus",
+                f"kafka://{HOST}:{port}",
+                "--speed",
+                "20000",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--run-id",
+                "restarted",
+                "--data-dir",
+                str(data_dir),
+                "--no-progress",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines = _lines(proc)
         deadline = time.monotonic() + 180
         while _closed_periods(lines) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _closed_periods(lines) >= 2 and proc.poll() is None, \
+        assert _closed_periods(lines) >= 2 and proc.poll() is None, (
             "two periods should close while the run goes on\n" + "".join(lines)[-3000:]
+        )
         closed_before = _closed_periods(lines)
         assert broker.down()
         time.sleep(AWAY_S)

@@ -3,6 +3,7 @@
 The producer, the learner and checkpoints rely on exactly these behaviours, so the same test
 body runs on `memory` and on `kafka` (the session's broker from tests/kafka_fixture.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -327,18 +328,20 @@ def test_unreachable_kafka_is_a_clear_bus_error_within_the_deadline(caplog: pyte
             KafkaBus(address, connect_timeout_s=2)
     elapsed = time.monotonic() - started
     assert str(raised.value).startswith(
-        f"cannot reach Kafka at {address} after 2 s: is the broker running? "
-        "`rtsim kafka up` starts a local one")
+        f"cannot reach Kafka at {address} after 2 s: is the broker running? `rtsim kafka up` starts a local one"
+    )
     assert 1.5 < elapsed < 5.0
     assert any("retrying" in r.getMessage() for r in caplog.records if r.name == "rtsim.bus")
 
 
 @pytest.mark.kafka
 def test_kafka_poll_survives_a_retriable_error_and_reports_others(
-        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     bus = KafkaBus(kafka_bootstrap)
     consumer = bus.consumer(new_topic(bus, 1), "g")
     try:
+
         def broker_gone(**_: object) -> dict:
             raise KafkaConnectionError("connection reset")
 
@@ -359,7 +362,6 @@ def test_kafka_poll_survives_a_retriable_error_and_reports_others(
         monkeypatch.undo()
         consumer.close()
         bus.close()
-
 
 
 @pytest.mark.kafka

@@ -1,4 +1,5 @@
 """Checkpoints: atomic and checksummed, with a fallback; the engine resumes exactly."""
+
 from __future__ import annotations
 
 import errno
@@ -105,8 +106,8 @@ def _roundtrip(state):
 
 
 def test_a_checkpoint_without_record_digests_is_refused_with_what_to_do(tiny):
-    from simulator.stream import StreamLearner
     from simulator.bus.memory import MemoryBus
+    from simulator.stream import StreamLearner
 
     cfg, phases, _ = tiny
     bus = MemoryBus()

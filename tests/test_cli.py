@@ -1,4 +1,5 @@
 """The real `rtsim` entry point, run as a subprocess: help texts, prepare/datasets/export-sml, errors."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,31 @@ def env(tmp_path):
 
 
 def rtsim(*args, env, cwd=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["prepare"], ["datasets"], ["export-sml"], ["kafka"],
-                                     ["kafka", "up"], ["kafka", "down"], ["kafka", "status"]],
-                         ids=lambda c: " ".join(c) or "rtsim")
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["run"],
+        ["prepare"],
+        ["datasets"],
+        ["export-sml"],
+        ["kafka"],
+        ["kafka", "up"],
+        ["kafka", "down"],
+        ["kafka", "status"],
+    ],
+    ids=lambda c: " ".join(c) or "rtsim",
+)
 def test_help_exits_zero_with_an_example(command, env):
     done = rtsim(*command, "--help", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -59,8 +78,7 @@ def test_prepare_then_datasets_then_export(tmp_path, env):
     report = json.loads(body)
     n_events = len(expected_events(rows))
     assert report["rejected"]["counts"] == BAD_REASONS
-    assert report["preprocess"] == [{"step": "repeat_policy", "before": N_ROWS, "after": n_events,
-                                     "keep": "first"}]
+    assert report["preprocess"] == [{"step": "repeat_policy", "before": N_ROWS, "after": n_events, "keep": "first"}]
     assert report["counts"]["read"] == N_ROWS and report["counts"]["events"] == n_events
     assert sum(report["counts"]["period_counts"]) == n_events and len(report["counts"]["period_counts"]) == 40
     prepared_path = first.removeprefix("prepared: ")
@@ -135,8 +153,11 @@ def _damaged_inputs(folder: Path) -> list[tuple[str, Path, str]]:
     import io
     import tarfile
 
-    lines = b"".join(b'{"review_id": "r%d", "user_id": "u%d", "business_id": "b%d", "stars": 5, '
-                     b'"date": "2015-01-0%d 10:00:00"}\n' % (i, i, i, 1 + i % 9) for i in range(2000))
+    lines = b"".join(
+        b'{"review_id": "r%d", "user_id": "u%d", "business_id": "b%d", "stars": 5, '
+        b'"date": "2015-01-0%d 10:00:00"}\n' % (i, i, i, 1 + i % 9)
+        for i in range(2000)
+    )
     whole = gzip.compress(lines)
     truncated = folder / "truncated.json.gz"
     truncated.write_bytes(whole[: len(whole) // 2])
@@ -151,8 +172,12 @@ def _damaged_inputs(folder: Path) -> list[tuple[str, Path, str]]:
         archive.addfile(member, io.BytesIO(lines))
     tar = folder / "truncated.tar.gz"
     tar.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    return [("yelp", truncated, "EOFError"), ("yelp", corrupt, "error"), ("yelp", plain, "BadGzipFile"),
-            ("adressa", tar, "truncated or corrupt")]
+    return [
+        ("yelp", truncated, "EOFError"),
+        ("yelp", corrupt, "error"),
+        ("yelp", plain, "BadGzipFile"),
+        ("adressa", tar, "truncated or corrupt"),
+    ]
 
 
 def test_damaged_archives_and_a_folder_as_config_end_in_one_line(tmp_path, env):
@@ -171,8 +196,18 @@ def test_damaged_archives_and_a_folder_as_config_end_in_one_line(tmp_path, env):
 def test_an_unwritable_run_directory_is_a_clear_error_and_a_nonzero_exit(tmp_path, env):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the runs folder should be")
-    done = rtsim("run", "--preset", "tiny", "--runs-dir", blocker, "--data-dir", tmp_path / "prepared",
-                 "--no-progress", env=env, timeout=300)
+    done = rtsim(
+        "run",
+        "--preset",
+        "tiny",
+        "--runs-dir",
+        blocker,
+        "--data-dir",
+        tmp_path / "prepared",
+        "--no-progress",
+        env=env,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert f"cannot write the run directory {blocker}" in done.stderr and "--runs-dir" in done.stderr
     assert "Traceback" not in done.stderr
@@ -182,8 +217,7 @@ def test_resume_without_a_checkpoint_says_to_start_afresh(tmp_path, env):
     run_dir = tmp_path / "runs" / "never-checkpointed"
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("preset: tiny\n")
-    done = rtsim("run", "--resume", run_dir, "--data-dir", tmp_path / "prepared", "--no-progress", env=env,
-                 timeout=300)
+    done = rtsim("run", "--resume", run_dir, "--data-dir", tmp_path / "prepared", "--no-progress", env=env, timeout=300)
     assert done.returncode == 2
     assert "no valid checkpoint" in done.stderr and "without --resume" in done.stderr
 
@@ -208,8 +242,22 @@ def test_prepare_states_the_schedule_rule_and_refuses_a_mostly_rejected_input(tm
 
 def test_a_refused_run_leaves_no_run_directory(tmp_path, env):
     env = {k: v for k, v in env.items() if k != "RTSIM_CONTROL_TOKEN"}
-    done = rtsim("run", "--preset", "tiny", "--host", "0.0.0.0", "--run-id", "refused", "--runs-dir",
-                 tmp_path / "runs", "--data-dir", tmp_path / "prepared", "--no-progress", env=env, timeout=300)
+    done = rtsim(
+        "run",
+        "--preset",
+        "tiny",
+        "--host",
+        "0.0.0.0",
+        "--run-id",
+        "refused",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--data-dir",
+        tmp_path / "prepared",
+        "--no-progress",
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "without a token" in done.stderr, done.stderr
     assert not (tmp_path / "runs" / "refused").exists()
 
@@ -217,8 +265,20 @@ def test_a_refused_run_leaves_no_run_directory(tmp_path, env):
 def test_resume_finds_the_log_in_the_data_dir_the_run_used(tmp_path, env):
     """Issue #18: `run --resume` forgot --data-dir and prepared the log again elsewhere."""
     runs, data_dir = tmp_path / "runs", tmp_path / "prepared"
-    done = rtsim("run", "--preset", "tiny", "--run-id", "r", "--runs-dir", runs, "--data-dir", data_dir,
-                 "--no-progress", env=env, timeout=300)
+    done = rtsim(
+        "run",
+        "--preset",
+        "tiny",
+        "--run-id",
+        "r",
+        "--runs-dir",
+        runs,
+        "--data-dir",
+        data_dir,
+        "--no-progress",
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     again = rtsim("run", "--resume", runs / "r", "--no-progress", env=env, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -236,8 +296,10 @@ def test_a_full_disk_outside_the_checkpoints_is_one_line_too(monkeypatch, capsys
 
     monkeypatch.setattr(cli, "_cmd_datasets", disk_full)
     assert cli.main(["datasets"]) == 2
-    assert capsys.readouterr().err == ("rtsim: error: cannot write runs/x/periods.csv: No space left on device; "
-                                       "free disk space or choose another --runs-dir / --data-dir\n")
+    assert capsys.readouterr().err == (
+        "rtsim: error: cannot write runs/x/periods.csv: No space left on device; "
+        "free disk space or choose another --runs-dir / --data-dir\n"
+    )
 
 
 # Issue #16, "Why": each setting was accepted, or failed later with a traceback
@@ -255,8 +317,18 @@ BAD_SETTINGS = [
 
 def test_every_bad_setting_exits_2_with_one_line_before_anything_runs(tmp_path, env):
     for setting, message in BAD_SETTINGS:
-        done = rtsim("run", "--preset", "tiny", "--set", setting, "--runs-dir", tmp_path / "runs",
-                     "--data-dir", tmp_path / "cache", env=env)
+        done = rtsim(
+            "run",
+            "--preset",
+            "tiny",
+            "--set",
+            setting,
+            "--runs-dir",
+            tmp_path / "runs",
+            "--data-dir",
+            tmp_path / "cache",
+            env=env,
+        )
         assert done.returncode == 2, (setting, done.stderr)
         assert done.stderr.startswith(f"rtsim: error: {message}"), (setting, done.stderr)
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
@@ -268,11 +340,15 @@ def test_a_misspelt_reader_option_and_a_csv_without_columns_are_one_line_errors(
     fixture = tmp_path / "ratings.csv"
     write_ratings(fixture, synthetic_ratings())
     cases = [
-        (["prepare", "movielens", "--input", fixture, "--set", "data.reader.min_ratng=4"],
-         "unknown key data.reader.min_ratng; allowed keys here: chunk_rows, format, max_line_bytes, min_rating "
-         "(the movielens reader)"),
-        (["prepare", "csv", "--input", fixture],
-         "missing key data.reader.user_col; this section needs user_col, item_col, ts_col (the csv reader)"),
+        (
+            ["prepare", "movielens", "--input", fixture, "--set", "data.reader.min_ratng=4"],
+            "unknown key data.reader.min_ratng; allowed keys here: chunk_rows, format, max_line_bytes, min_rating "
+            "(the movielens reader)",
+        ),
+        (
+            ["prepare", "csv", "--input", fixture],
+            "missing key data.reader.user_col; this section needs user_col, item_col, ts_col (the csv reader)",
+        ),
     ]
     for args, message in cases:
         done = rtsim(*args, "--data-dir", tmp_path / "cache", env=env)

@@ -1,4 +1,5 @@
 """Configuration: presets, layering (preset -> --config -> --set) and validation messages."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -127,10 +128,12 @@ def test_unknown_strategy_names_the_known_ones():
 
 
 def test_serving_strategy_must_be_enabled():
-    with pytest.raises(ConfigError, match=r"learner\.strategies\.serving: 'sml' is not allowed; serve one of the enabled strategies: fine_tune, spmf"):
+    with pytest.raises(
+        ConfigError,
+        match=r"learner\.strategies\.serving: 'sml' is not allowed; serve one of the enabled strategies: fine_tune, spmf",
+    ):
         resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune, spmf]"])
-    cfg = resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune]",
-                                     "learner.strategies.serving=fine_tune"])
+    cfg = resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune]", "learner.strategies.serving=fine_tune"])
     assert cfg.learner.strategies.enabled == ["fine_tune"]
     with pytest.raises(ConfigError, match="at least one strategy"):
         resolve("tiny", overrides=["learner.strategies.enabled=[]", "learner.strategies.serving=sml"])
@@ -174,11 +177,18 @@ def test_yaml_syntax_error_in_config_file_names_the_file(tmp_path):
 
 # -- hypothesis: whatever the dict, build() raises ConfigError or returns a valid config ----------
 
-_scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
-            | st.sampled_from(["sml", "sml_s", "fine_tune", "cpu", "cuda", "reseed", "1e-3", ""]))
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["sml", "sml_s", "fine_tune", "cpu", "cuda", "reseed", "1e-3", ""])
+)
 _keys = st.text(max_size=6) | st.integers() | st.booleans() | st.none()
-junk = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
-                    | st.dictionaries(_keys, inner, max_size=3), max_leaves=10)
+junk = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3), max_leaves=10
+)
 
 
 def _for_hint(hint: Any) -> st.SearchStrategy:
@@ -227,25 +237,36 @@ def test_build_raises_only_config_errors(data):
 # Issue #16, "Why": each was accepted (or failed later, naming no key). Each must be refused
 # before anything runs, in one line that names the key, the value and what is allowed.
 REFUSED = [
-    ("tiny", ["learner.model.dim=-4"],
-     "learner.model.dim: -4 is not allowed; the embedding dimension must be >= 1"),
-    ("tiny", ["learner.eval.negatives=-1"],
-     "learner.eval.negatives: -1 is not allowed; negatives must be >= 1"),
-    ("tiny", ["learner.strategies.spmf.reservoir=-10"],
-     "learner.strategies.spmf.reservoir: -10 is not allowed; the reservoir holds >= 0 interactions"),
-    ("tiny", ["serve.metrics_port=99999"],
-     "serve.metrics_port: 99999 is not allowed; a port is 0 (a free one) to 65535"),
-    ("tiny", ["bus.url=kafak://x"],
-     "bus.url: 'kafak://x' is not allowed; use memory or kafka://HOST:PORT"),
-    ("tiny", ["learner.eval.ks=[]"],
-     "learner.eval.ks: [] is not allowed; give at least one cut-off K"),
-    ("tiny", ["learner.strategies.enabled=[sml,sml]"],
-     "learner.strategies.enabled[1]: 'sml' is not allowed; each strategy may be listed once"),
-    ("movielens", ["data.reader.min_ratng=4"],
-     "unknown key data.reader.min_ratng; allowed keys here: chunk_rows, format, max_line_bytes, min_rating "
-     "(the movielens reader)"),
-    ("movielens", ["data.dataset=csv"],
-     "missing key data.reader.user_col; this section needs user_col, item_col, ts_col (the csv reader)"),
+    ("tiny", ["learner.model.dim=-4"], "learner.model.dim: -4 is not allowed; the embedding dimension must be >= 1"),
+    ("tiny", ["learner.eval.negatives=-1"], "learner.eval.negatives: -1 is not allowed; negatives must be >= 1"),
+    (
+        "tiny",
+        ["learner.strategies.spmf.reservoir=-10"],
+        "learner.strategies.spmf.reservoir: -10 is not allowed; the reservoir holds >= 0 interactions",
+    ),
+    (
+        "tiny",
+        ["serve.metrics_port=99999"],
+        "serve.metrics_port: 99999 is not allowed; a port is 0 (a free one) to 65535",
+    ),
+    ("tiny", ["bus.url=kafak://x"], "bus.url: 'kafak://x' is not allowed; use memory or kafka://HOST:PORT"),
+    ("tiny", ["learner.eval.ks=[]"], "learner.eval.ks: [] is not allowed; give at least one cut-off K"),
+    (
+        "tiny",
+        ["learner.strategies.enabled=[sml,sml]"],
+        "learner.strategies.enabled[1]: 'sml' is not allowed; each strategy may be listed once",
+    ),
+    (
+        "movielens",
+        ["data.reader.min_ratng=4"],
+        "unknown key data.reader.min_ratng; allowed keys here: chunk_rows, format, max_line_bytes, min_rating "
+        "(the movielens reader)",
+    ),
+    (
+        "movielens",
+        ["data.dataset=csv"],
+        "missing key data.reader.user_col; this section needs user_col, item_col, ts_col (the csv reader)",
+    ),
     ("tiny", ["data.reader.min_ratng=4"], "unknown key data.reader.min_ratng; allowed keys here: "),
     ("tiny", ["data.reader.world=nope"], "data.reader.world: 'nope' is not allowed; choose one of "),
     ("movielens", ["data.reader.min_rating=high"], "data.reader.min_rating: expected float, got str 'high'"),
@@ -256,9 +277,12 @@ REFUSED = [
     ("tiny", ["learner.threads=0"], "learner.threads: 0 is not allowed; threads must be >= 1"),
     ("tiny", ["learner.pretrain.batch=0"], "learner.pretrain.batch: 0 is not allowed; batch must be >= 1"),
     ("tiny", ["learner.strategies.sml.rounds=0"], "learner.strategies.sml.rounds: 0 is not allowed"),
-    ("tiny", ["learner.strategies.sml_s.rounds=3"],
-     "unknown key learner.strategies.sml_s.rounds; allowed keys here: frozen_step1_epochs "
-     "(SML-S reads every other setting from learner.strategies.sml)"),
+    (
+        "tiny",
+        ["learner.strategies.sml_s.rounds=3"],
+        "unknown key learner.strategies.sml_s.rounds; allowed keys here: frozen_step1_epochs "
+        "(SML-S reads every other setting from learner.strategies.sml)",
+    ),
     ("tiny", ["learner.checkpoint.keep=0"], "learner.checkpoint.keep: 0 is not allowed; keep must be >= 1"),
     ("tiny", ["serve.control_port=-1"], "serve.control_port: -1 is not allowed; a port is 0"),
     ("tiny", ["replay.partitions=0"], "replay.partitions: 0 is not allowed; partitions must be >= 1"),
@@ -292,7 +316,7 @@ def test_a_key_given_twice_is_refused(tmp_path):
 
 
 def test_a_missing_config_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"cannot read the configuration .*absent\.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot read the config file .*absent\.yaml"):
         resolve(config_file=tmp_path / "absent.yaml")
 
 

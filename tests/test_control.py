@@ -1,4 +1,5 @@
 """The learner's model of control: swaps, enabling with warm hand-over, disabling, bad requests."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,7 +13,9 @@ from simulator.control import http_status
 
 def _engine(tiny, enabled=("fine_tune", "sml"), serving="fine_tune"):
     cfg, phases, periods = tiny
-    learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=list(enabled), serving=serving))
+    learner_cfg = replace(
+        cfg.learner, strategies=replace(cfg.learner.strategies, enabled=list(enabled), serving=serving)
+    )
     return Engine(learner_cfg, phases), periods
 
 
@@ -67,14 +70,17 @@ def test_disable_keeps_state_and_reenable_resumes_it(tiny):
     assert [r.strategy for r in results] == ["fine_tune", "sml"]
 
 
-@pytest.mark.parametrize("request_, status", [
-    (lambda e: e.set_serving("nope"), 404),
-    (lambda e: e.request_enable("nope"), 404),
-    (lambda e: e.request_disable("fine_tune"), 409),  # serving
-    (lambda e: e.request_disable("spmf"), 409),  # not enabled
-    (lambda e: e.request_enable("sml"), 409),  # already enabled
-    (lambda e: e.set_serving("spmf"), 409),  # not enabled
-])
+@pytest.mark.parametrize(
+    "request_, status",
+    [
+        (lambda e: e.set_serving("nope"), 404),
+        (lambda e: e.request_enable("nope"), 404),
+        (lambda e: e.request_disable("fine_tune"), 409),  # serving
+        (lambda e: e.request_disable("spmf"), 409),  # not enabled
+        (lambda e: e.request_enable("sml"), 409),  # already enabled
+        (lambda e: e.set_serving("spmf"), 409),  # not enabled
+    ],
+)
 def test_impossible_requests_are_refused_and_change_nothing(tiny, request_, status):
     engine, periods = _engine(tiny)
     _close(engine, periods, 3)

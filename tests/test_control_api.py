@@ -1,4 +1,5 @@
 """The control surfaces over a real Engine and ReplayProducer: HTTP API, `rtsim ctl`, control topic."""
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,15 @@ from learner.engine import Engine
 from simulator.bus.memory import MemoryBus
 from simulator.control import LearnerCommands, ProducerCommands, RequestError
 from simulator.control_topic import ControlTopicListener, publish_command
-from simulator.http_api import (MAX_BODY_BYTES, ApiConfigError, learner_routes, load_token,
-                                producer_routes, start_api)
+from simulator.http_api import MAX_BODY_BYTES, ApiConfigError, learner_routes, load_token, producer_routes, start_api
 from simulator.producer import ReplayProducer, ReplaySettings
 
 _opener = build_opener(ProxyHandler({}))  # never route 127.0.0.1 through an environment proxy
 
 
-def call(url: str, method: str = "GET", body: object = None, raw: bytes | None = None,
-         token: str | None = None) -> tuple[int, dict]:
+def call(
+    url: str, method: str = "GET", body: object = None, raw: bytes | None = None, token: str | None = None
+) -> tuple[int, dict]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     headers = {"Content-Type": "application/json"}
     if token is not None:
@@ -119,7 +120,9 @@ def test_enable_and_disable_are_queued_for_the_period_boundary(tiny, learner_api
         status, answer = call(api.url + "/strategies/spmf", "DELETE")
         assert status == 202 and answer["action"] == "disable"
         assert [(p["action"], p["strategy"]) for p in engine.control_state()["pending"]] == [
-            ("enable", "full_retrain"), ("disable", "spmf")]
+            ("enable", "full_retrain"),
+            ("disable", "spmf"),
+        ]
         engine.close_period(*periods[0])
         state = call(api.url + "/status")[1]
         assert state["enabled"] == ["fine_tune", "full_retrain"] and state["pending"] == []
@@ -165,30 +168,32 @@ def test_recommend_before_any_strategy_exists_is_a_conflict(tiny):
     assert status == 409 and "pretraining" in answer["error"]
 
 
-@pytest.mark.parametrize("method, path, body, raw, expected", [
-    ("PUT", "/serving", {"strategy": "nope"}, None, 404),
-    ("POST", "/strategies/nope", None, None, 404),
-    ("PUT", "/serving", None, b'{"strategy": ', 400),  # malformed JSON
-    ("PUT", "/serving", None, b"[1, 2]", 400),  # not an object
-    ("PUT", "/serving", None, b'{"strategy": "' + b"x" * MAX_BODY_BYTES + b'"}', 413),
-    ("DELETE", "/strategies/fine_tune", None, None, 409),  # serving
-    ("POST", "/strategies/spmf", None, None, 409),  # already enabled
-    ("PUT", "/serving", {"strategy": "sml"}, None, 409),  # not enabled
-    ("DELETE", "/status", None, None, 405),
-    ("PATCH", "/serving", {"strategy": "spmf"}, None, 405),
-    ("GET", "/nowhere", None, None, 404),
-    ("PUT", "/serving", {}, None, 400),  # missing field
-    ("PUT", "/serving", {"strategy": 3}, None, 400),
-    ("PUT", "/serving", {"strategy": "spmf", "extra": 1}, None, 400),
-    ("POST", "/strategies/spmf", {"from_serving": "yes"}, None, 400),
-    ("POST", "/strategies/spmf", {"strategy": "sml"}, None, 400),  # given twice
-    ("GET", "/recommend?k=5", None, None, 400),  # no user
-    ("GET", "/recommend?user=u&k=0", None, None, 400),
-    ("GET", "/recommend?user=u&k=ten", None, None, 400),
-    ("GET", "/status?verbose=1", None, None, 400),
-])
-def test_bad_requests_are_refused_with_json_and_change_nothing(engine, learner_api, method, path, body, raw,
-                                                               expected):
+@pytest.mark.parametrize(
+    "method, path, body, raw, expected",
+    [
+        ("PUT", "/serving", {"strategy": "nope"}, None, 404),
+        ("POST", "/strategies/nope", None, None, 404),
+        ("PUT", "/serving", None, b'{"strategy": ', 400),  # malformed JSON
+        ("PUT", "/serving", None, b"[1, 2]", 400),  # not an object
+        ("PUT", "/serving", None, b'{"strategy": "' + b"x" * MAX_BODY_BYTES + b'"}', 413),
+        ("DELETE", "/strategies/fine_tune", None, None, 409),  # serving
+        ("POST", "/strategies/spmf", None, None, 409),  # already enabled
+        ("PUT", "/serving", {"strategy": "sml"}, None, 409),  # not enabled
+        ("DELETE", "/status", None, None, 405),
+        ("PATCH", "/serving", {"strategy": "spmf"}, None, 405),
+        ("GET", "/nowhere", None, None, 404),
+        ("PUT", "/serving", {}, None, 400),  # missing field
+        ("PUT", "/serving", {"strategy": 3}, None, 400),
+        ("PUT", "/serving", {"strategy": "spmf", "extra": 1}, None, 400),
+        ("POST", "/strategies/spmf", {"from_serving": "yes"}, None, 400),
+        ("POST", "/strategies/spmf", {"strategy": "sml"}, None, 400),  # given twice
+        ("GET", "/recommend?k=5", None, None, 400),  # no user
+        ("GET", "/recommend?user=u&k=0", None, None, 400),
+        ("GET", "/recommend?user=u&k=ten", None, None, 400),
+        ("GET", "/status?verbose=1", None, None, 400),
+    ],
+)
+def test_bad_requests_are_refused_with_json_and_change_nothing(engine, learner_api, method, path, body, raw, expected):
     before = engine.control_state()
     status, answer = call(learner_api.url + path, method, body, raw)
     assert status == expected and isinstance(answer["error"], str) and answer["error"]
@@ -234,15 +239,18 @@ def burst(port: int, requests: list[bytes]) -> Counter:
 
 def _put_serving(strategy: str) -> bytes:
     body = json.dumps({"strategy": strategy}).encode()
-    return (b"PUT /serving HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body))
+    return b"PUT /serving HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
 
 
 def test_a_burst_of_500_requests_gets_500_answers_and_no_reset(engine, learner_api):
     """Issue #18: of 200 simultaneous PUT /serving, 16 connections were reset (a listen
     backlog of 5). Answers may refuse (409), but every client gets one."""
-    from learner.metrics import serve
     from prometheus_client import CollectorRegistry
+
+    from learner.metrics import serve
 
     serving = engine.serving
     requests = [_put_serving(serving) if i % 2 else b"GET /status HTTP/1.0\r\n\r\n" for i in range(500)]
@@ -305,8 +313,9 @@ def test_pause_resume_and_speed_change_the_producer(producer):
 
 
 def ctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simulator.cli", "ctl", *args],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "ctl", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 def test_rtsim_ctl_against_running_servers(engine, learner_api, producer):
@@ -420,9 +429,11 @@ def test_nothing_listens_or_connects_before_an_exposed_api_is_refused(tiny, tmp_
     monkeypatch.setattr(run, "serve", must_not_happen)
     monkeypatch.setattr(run, "connect", must_not_happen)
     cfg = resolve("tiny", overrides=["serve.host=0.0.0.0"])
-    for start in (lambda: run.run_embedded(cfg, None, RunDir(tmp_path, "embedded"), report=lambda line: None),
-                  lambda: run.replay(cfg, None, "alone", report=lambda line: None),
-                  lambda: run.learn(cfg, str(tmp_path), "learner", report=lambda line: None)):
+    for start in (
+        lambda: run.run_embedded(cfg, None, RunDir(tmp_path, "embedded"), report=lambda line: None),
+        lambda: run.replay(cfg, None, "alone", report=lambda line: None),
+        lambda: run.learn(cfg, str(tmp_path), "learner", report=lambda line: None),
+    ):
         with pytest.raises(ApiConfigError, match="without a token.*127.0.0.0/8, ::1, localhost"):
             start()
     assert not list(tmp_path.iterdir())

@@ -1,4 +1,5 @@
 """kill -9 at seeded random moments, resume, and get the uninterrupted run's periods.csv."""
+
 from __future__ import annotations
 
 import subprocess
@@ -31,10 +32,17 @@ def uninterrupted(tiny):
 
 
 def _start(run_dir: Path, common: list[str]) -> subprocess.Popen:
-    resume = ["--resume", str(run_dir)] if (run_dir / "checkpoints" / "latest").exists() else \
-        ["--preset", "tiny", "--runs-dir", str(run_dir.parent), "--run-id", run_dir.name]
-    return subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", *resume, *common, "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    resume = (
+        ["--resume", str(run_dir)]
+        if (run_dir / "checkpoints" / "latest").exists()
+        else ["--preset", "tiny", "--runs-dir", str(run_dir.parent), "--run-id", run_dir.name]
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "run", *resume, *common, "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _lines(proc: subprocess.Popen) -> list[str]:
@@ -58,13 +66,20 @@ def _closed_period(lines: list[str], period: int, proc: subprocess.Popen, timeou
 def test_kill_9_and_resume_reproduces_the_uninterrupted_run(request, tmp_path, uninterrupted, transport):
     common = ["--data-dir", str(tmp_path / "prepared"), "--speed", "10000"]
     if transport == "kafka":
-        common += ["--bus", f"kafka://{request.getfixturevalue('kafka_bootstrap')}",
-                   "--set", f"bus.prefix=t{uuid.uuid4().hex[:8]}"]
+        common += [
+            "--bus",
+            f"kafka://{request.getfixturevalue('kafka_bootstrap')}",
+            "--set",
+            f"bus.prefix=t{uuid.uuid4().hex[:8]}",
+        ]
     run_dir = tmp_path / "runs" / "crashy"
     rng = np.random.default_rng(20261127)  # the kill moments, reproducible
     # prepare first, so kill moments fall in replaying and learning rather than preparation
-    subprocess.run([sys.executable, "-m", "simulator.cli", "prepare", "tiny", "--data-dir", common[1], "--no-progress"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "prepare", "tiny", "--data-dir", common[1], "--no-progress"],
+        check=True,
+        capture_output=True,
+    )
     # kill points: after period p closes, plus a random delay (consuming, retraining or
     # checkpointing the next one); p drawn without replacement from the 8 periods
     points = sorted(rng.choice(7, size=KILLS, replace=False))

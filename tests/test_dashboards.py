@@ -6,6 +6,7 @@ No server runs here (no Grafana, Docker or Prometheus). promtool, from Debian's
 every dashboard query rewritten as a recording rule. Without promtool those tests skip,
 except in CI (CI=true), where they fail.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,19 +38,38 @@ SERVICES = {"kafka", "prometheus", "grafana", "replay", "learner"}
 
 # Grafana unit ids the dashboards may use (valueFormats categories), plus custom
 # "suffix:"/"prefix:" units. A typo in a unit id silently shows raw numbers.
-GRAFANA_UNITS = {"none", "short", "percentunit", "percent", "s", "ms", "dtdurations",
-                 "dateTimeAsIso", "eps", "ops", "bytes"}
+GRAFANA_UNITS = {
+    "none",
+    "short",
+    "percentunit",
+    "percent",
+    "s",
+    "ms",
+    "dtdurations",
+    "dateTimeAsIso",
+    "eps",
+    "ops",
+    "bytes",
+}
 
 # Functions over a range whose window must be $__rate_interval in dashboards, so that the
 # window always holds at least four scrapes whatever the zoom.
 RATE_FUNCTIONS = ("rate", "irate", "increase")
 
 # Values substituted for template variables before promtool parses a dashboard query.
-VARIABLE_VALUES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-                   "${datasource}": "prometheus", "$strategy": ".*", "$k": "20", "$run": ".*"}
+VARIABLE_VALUES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "${datasource}": "prometheus",
+    "$strategy": ".*",
+    "$k": "20",
+    "$run": ".*",
+}
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def load_yaml(path: Path):
     with open(path, encoding="utf-8") as f:
@@ -146,8 +166,9 @@ def queries_of(board: dict) -> list[tuple[str, str]]:
     out = []
     for panel in panels_of(board):
         for target in panel.get("targets", []):
-            out.append((f"panel {panel.get('id')} '{panel.get('title')}' {target.get('refId')}",
-                        target.get("expr", "")))
+            out.append(
+                (f"panel {panel.get('id')} '{panel.get('title')}' {target.get('refId')}", target.get("expr", ""))
+            )
     for annotation in board.get("annotations", {}).get("list", []):
         if annotation.get("expr"):
             out.append((f"annotation '{annotation['name']}'", annotation["expr"]))
@@ -157,8 +178,7 @@ def queries_of(board: dict) -> list[tuple[str, str]]:
 
 
 def all_queries(dashboards) -> list[tuple[str, str]]:
-    return [(f"{name}: {where}", expr) for name, board in dashboards.items()
-            for where, expr in queries_of(board)]
+    return [(f"{name}: {where}", expr) for name, board in dashboards.items() for where, expr in queries_of(board)]
 
 
 def variable_query(variable: dict) -> str:
@@ -236,6 +256,7 @@ def container_path(service: dict, repo_path: Path) -> str | None:
 
 # ------------------------------------------------------------------ dashboard structure
 
+
 def test_dashboards_have_fixed_unique_uids(dashboards):
     uids = [board.get("uid") for board in dashboards.values()]
     assert len(set(uids)) == len(uids), f"duplicate dashboard uids: {uids}"
@@ -276,7 +297,9 @@ def test_template_variables(overview):
 def test_every_query_is_scoped_to_the_run_variable(dashboards):
     for where, expr in all_queries(dashboards):
         for name in metric_names(expr):
-            assert re.search(rf'{re.escape(name)}\{{run_id=~"\$run"', expr), f"{where}: {name} without run_id=~\"$run\" in {expr!r}"
+            assert re.search(rf'{re.escape(name)}\{{run_id=~"\$run"', expr), (
+                f'{where}: {name} without run_id=~"$run" in {expr!r}'
+            )
 
 
 def test_label_values_name_exported_metrics_and_labels(dashboards, exported):
@@ -285,8 +308,7 @@ def test_label_values_name_exported_metrics_and_labels(dashboards, exported):
         for variable in board.get("templating", {}).get("list", []):
             if "definition" in variable:  # what the variable editor shows
                 assert variable["definition"] == variable_query(variable), f"{name} ${variable['name']}"
-            for metric, label in re.findall(r"label_values\(\s*([\w:]+)\s*,\s*(\w+)\s*\)",
-                                            variable_query(variable)):
+            for metric, label in re.findall(r"label_values\(\s*([\w:]+)\s*,\s*(\w+)\s*\)", variable_query(variable)):
                 seen += 1
                 assert metric in exported, f"{name} ${variable['name']}: {metric} is not exported"
                 assert label in exported[metric], f"{name} ${variable['name']}: {metric} has no label {label}"
@@ -305,13 +327,18 @@ def test_grid_positions_do_not_overlap(dashboards):
         boxes = []
         for panel in board["panels"]:  # nested panels of collapsed rows have their own layout
             grid = panel.get("gridPos")
-            assert grid and all(isinstance(grid.get(key), int) for key in "hwxy"), \
+            assert grid and all(isinstance(grid.get(key), int) for key in "hwxy"), (
                 f"{name}: panel {panel.get('id')} gridPos"
+            )
             assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["y"] >= 0
             assert grid["x"] + grid["w"] <= 24, f"{name}: panel {panel['id']} is wider than the 24-column grid"
             for other_id, other in boxes:
-                overlap = (grid["x"] < other["x"] + other["w"] and other["x"] < grid["x"] + grid["w"]
-                           and grid["y"] < other["y"] + other["h"] and other["y"] < grid["y"] + grid["h"])
+                overlap = (
+                    grid["x"] < other["x"] + other["w"]
+                    and other["x"] < grid["x"] + grid["w"]
+                    and grid["y"] < other["y"] + other["h"]
+                    and other["y"] < grid["y"] + grid["h"]
+                )
                 assert not overlap, f"{name}: panels {other_id} and {panel['id']} overlap"
             boxes.append((panel["id"], grid))
 
@@ -385,8 +412,9 @@ def test_rate_functions_use_rate_interval(dashboards):
             for argument in call_arguments(expr, function):
                 windows = re.findall(r"\[([^\]]*)\]", argument)
                 assert windows, f"{where}: {function}() without a range in {expr!r}"
-                assert set(windows) == {"$__rate_interval"}, \
+                assert set(windows) == {"$__rate_interval"}, (
                     f"{where}: {function}() over {windows}, use [$__rate_interval]: {expr!r}"
+                )
                 checked += 1
     assert checked >= 3
 
@@ -399,10 +427,13 @@ def test_no_query_hides_missing_data(dashboards):
         for panel in panels_of(board):
             defaults = panel.get("fieldConfig", {}).get("defaults", {})
             assert "noValue" not in defaults, f"{name}: panel {panel['id']} replaces missing data with noValue"
-            assert defaults.get("custom", {}).get("spanNulls") is not True, \
+            assert defaults.get("custom", {}).get("spanNulls") is not True, (
                 f"{name}: panel {panel['id']} draws lines across missing data"
-            assert not any(t.get("id") == "filterByValue" and "null" in json.dumps(t).lower()
-                           for t in panel.get("transformations", [])), f"{name}: panel {panel['id']}"
+            )
+            assert not any(
+                t.get("id") == "filterByValue" and "null" in json.dumps(t).lower()
+                for t in panel.get("transformations", [])
+            ), f"{name}: panel {panel['id']}"
 
 
 def test_queries_name_exported_metrics_or_recording_rules(dashboards, exported, rules):
@@ -423,8 +454,11 @@ def test_dashboard_shows_every_exported_metric(overview, exported, rules):
             if name in rules:
                 used |= metric_names(rules[name]["expr"])
     histogram_bases = {n.rsplit("_", 1)[0] for n in exported if n.endswith("_bucket")}
-    missing = {n for n in exported if n not in used
-               and not any(n.startswith(base + "_") and base + "_bucket" in used for base in histogram_bases)}
+    missing = {
+        n
+        for n in exported
+        if n not in used and not any(n.startswith(base + "_") and base + "_bucket" in used for base in histogram_bases)
+    }
     assert not missing, f"exported but not on the dashboard: {sorted(missing)}"
 
 
@@ -462,6 +496,7 @@ def test_provisioning_files(compose):
 
 # ------------------------------------------------------------------ compose and Dockerfile
 
+
 def test_compose_services_and_pinned_images(compose):
     services = compose["services"]
     assert set(services) == SERVICES
@@ -493,10 +528,12 @@ def test_prometheus_targets_match_compose(compose, prometheus_config):
                 host, port = target.split(":")
                 assert host in services, f"{job['job_name']}: {host} is not a compose service"
                 service = services[host]
-                assert port in [str(p) for p in service.get("expose", [])] or \
-                    port in [p[2] for p in published(service)], f"{host} does not expose {port}"
-                assert command_option(service["command"], "--metrics-port") == port, \
+                assert port in [str(p) for p in service.get("expose", [])] or port in [
+                    p[2] for p in published(service)
+                ], f"{host} does not expose {port}"
+                assert command_option(service["command"], "--metrics-port") == port, (
                     f"{host} serves metrics on {command_option(service['command'], '--metrics-port')}, scraped on {port}"
+                )
                 assert static.get("labels", {}).get("service") == host, f"{target}: label service={host}"
                 scraped.add(host)
     assert scraped == {"learner", "replay"}
@@ -547,8 +584,10 @@ def test_healthchecks_and_start_order(compose):
         for dependency, spec in (service.get("depends_on") or {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert isinstance(spec, dict) and spec.get("condition") in (
-                "service_started", "service_healthy", "service_completed_successfully"), \
-                f"{name} -> {dependency}: give a condition"
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            ), f"{name} -> {dependency}: give a condition"
     for name in ("replay", "learner"):
         assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
     # the learner takes the newest run manifest: it must start after the replay publishes
@@ -571,8 +610,11 @@ def test_kafka_listeners_serve_containers_and_host(compose):
     assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
     assert str(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]).lower() == "false"
     assert str(env["KAFKA_LOG_RETENTION_MS"]) == "-1"
-    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"):
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+    ):
         assert str(env[key]) == "1", f"{key}: a single node"
 
     # containers: the address in --bus is advertised by a listener on that port
@@ -600,8 +642,11 @@ def test_published_ports_are_local_and_consistent(compose):
     for name in ("replay", "learner"):
         command = services[name]["command"]
         assert command_option(command, "--host") == "0.0.0.0", f"{name}: bind beyond loopback for Prometheus"
-        assert ("127.0.0.1", command_option(command, "--metrics-port"),
-                command_option(command, "--metrics-port")) in published(services[name])
+        assert (
+            "127.0.0.1",
+            command_option(command, "--metrics-port"),
+            command_option(command, "--metrics-port"),
+        ) in published(services[name])
 
 
 def test_control_token_comes_from_env_and_is_required(compose):
@@ -610,8 +655,9 @@ def test_control_token_comes_from_env_and_is_required(compose):
         token = services[name]["environment"]["RTSIM_CONTROL_TOKEN"]
         assert token.startswith("${RTSIM_CONTROL_TOKEN:?"), f"{name}: compose must refuse to start without a token"
     example = ENV_EXAMPLE.read_text(encoding="utf-8")
-    settings = dict(line.split("=", 1) for line in example.splitlines()
-                    if line.strip() and not line.lstrip().startswith("#"))
+    settings = dict(
+        line.split("=", 1) for line in example.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
     assert settings.get("RTSIM_CONTROL_TOKEN", None) == "", ".env.example must not ship a token"
     # every variable compose reads is documented in .env.example
     used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text(encoding="utf-8")))
@@ -637,8 +683,11 @@ def test_learner_and_replay_commands(compose):
 
 def test_dockerfile(compose):
     text = DOCKERFILE.read_text(encoding="utf-8")
-    instructions = [line.strip() for line in re.sub(r"\\\n", " ", text).splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")]
+    instructions = [
+        line.strip()
+        for line in re.sub(r"\\\n", " ", text).splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     froms = [line.split()[1] for line in instructions if line.upper().startswith("FROM ")]
     assert froms == ["python:3.11-slim"]
     assert any(re.search(r"\bpip install \.(\s|$)", line) for line in instructions), "pip install ."
@@ -661,12 +710,15 @@ def test_dockerfile(compose):
 
 # ------------------------------------------------------------------------------ promtool
 
+
 @pytest.fixture(scope="module")
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        unavailable("promtool not installed: apt-get install --no-install-recommends prometheus "
-                    "(scripts/install-services.sh, make services)")
+        unavailable(
+            "promtool not installed: apt-get install --no-install-recommends prometheus "
+            "(scripts/install-services.sh, make services)"
+        )
     return path
 
 
@@ -708,9 +760,17 @@ def test_dashboard_queries_parse(promtool, dashboards, tmp_path):
     """Each dashboard query, variables substituted, written as a recording rule: promtool
     parses every expression (Grafana would only say so when the panel loads)."""
     queries = all_queries(dashboards)
-    rules_doc = {"groups": [{"name": "dashboard-queries", "rules": [
-        {"record": f"dashboard:query_{i}:parse", "expr": substitute(expr)}
-        for i, (_, expr) in enumerate(queries)]}]}
+    rules_doc = {
+        "groups": [
+            {
+                "name": "dashboard-queries",
+                "rules": [
+                    {"record": f"dashboard:query_{i}:parse", "expr": substitute(expr)}
+                    for i, (_, expr) in enumerate(queries)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump(rules_doc, sort_keys=False), encoding="utf-8")
     output = run_promtool(promtool, "check", "rules", str(path))

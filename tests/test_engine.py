@@ -1,4 +1,5 @@
 """End-to-end properties of the period engine on the tiny preset."""
+
 from __future__ import annotations
 
 import io
@@ -117,8 +118,12 @@ def test_a_model_never_sees_the_period_it_is_scored_on(tiny, monkeypatch):
         n_users, n_items = len(engine.user_vocab), len(engine.item_vocab)
         scored.clear()
         engine.close_period(t, version)
-        new_users = initial_rows(engine.user_vocab.ids[n_users:], "user", learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std)
-        new_items = initial_rows(engine.item_vocab.ids[n_items:], "item", learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std)
+        new_users = initial_rows(
+            engine.user_vocab.ids[n_users:], "user", learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std
+        )
+        new_items = initial_rows(
+            engine.item_vocab.ids[n_items:], "item", learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std
+        )
         assert len(scored) == len(ALL)
         for (u, i), (bu, bi) in zip(scored, before.values()):
             assert torch.equal(u[:n_users], bu) and torch.equal(i[:n_items], bi)
@@ -213,18 +218,21 @@ def test_sharing_needs_equal_states_and_equal_work(tiny):
     assert Engine._twins(active, online) == {}
 
 
-@pytest.mark.parametrize("a, b, equal", [
-    (torch.zeros(3), torch.zeros(3), True),
-    (torch.zeros(3), torch.zeros(3, dtype=torch.float64), False),
-    (torch.zeros(3), torch.zeros(4), False),
-    (torch.tensor([float("nan")]), torch.tensor([float("nan")]), False),
-    (np.arange(3), np.arange(3), True),
-    (np.arange(3), np.arange(3).astype(np.int32), False),
-    ({"a": (torch.ones(2), [1, 2])}, {"a": (torch.ones(2), [1, 2])}, True),
-    ({"a": (torch.ones(2), [1, 2])}, {"a": [torch.ones(2), [1, 2]]}, False),
-    ({"a": 1}, {"a": 1, "b": 2}, False),
-    (None, None, True),
-    (np.arange(3), torch.arange(3), False),
-])
+@pytest.mark.parametrize(
+    "a, b, equal",
+    [
+        (torch.zeros(3), torch.zeros(3), True),
+        (torch.zeros(3), torch.zeros(3, dtype=torch.float64), False),
+        (torch.zeros(3), torch.zeros(4), False),
+        (torch.tensor([float("nan")]), torch.tensor([float("nan")]), False),
+        (np.arange(3), np.arange(3), True),
+        (np.arange(3), np.arange(3).astype(np.int32), False),
+        ({"a": (torch.ones(2), [1, 2])}, {"a": (torch.ones(2), [1, 2])}, True),
+        ({"a": (torch.ones(2), [1, 2])}, {"a": [torch.ones(2), [1, 2]]}, False),
+        ({"a": 1}, {"a": 1, "b": 2}, False),
+        (None, None, True),
+        (np.arange(3), torch.arange(3), False),
+    ],
+)
 def test_same_state_is_exact(a, b, equal):
     assert same_state(a, b) is equal

@@ -23,8 +23,9 @@ def test_rank_counts_strictly_higher_plus_half_the_ties():
 
 def test_padding_entries_are_ignored_when_fewer_negatives_are_eligible():
     users, items = _embeddings()
-    ranks = rank_positives(users, items, np.array([0, 0]), np.array([0, 5]),
-                           np.array([[3, -1, -1, -1], [4, 0, -1, -1]]))
+    ranks = rank_positives(
+        users, items, np.array([0, 0]), np.array([0, 5]), np.array([[3, -1, -1, -1], [4, 0, -1, -1]])
+    )
     # item 0 (5) beats item 3 (1): rank 0; item 5 (-2) is below 4 (7) and 0 (5): rank 2; the
     # -1 pads would point at the last item (score -2, a tie) if they were not masked
     assert ranks.tolist() == [0.0, 2.0]
@@ -74,8 +75,10 @@ def test_chunked_ranking_equals_one_chunk():
     users, items = torch.randn(20, 4, generator=g), torch.randn(50, 4, generator=g)
     rng = np.random.default_rng(0)
     u, pos, neg = rng.integers(0, 20, 33), rng.integers(0, 50, 33), rng.integers(0, 50, (33, 9))
-    assert np.array_equal(rank_positives(users, items, u, pos, neg, chunk_rows=4),
-                          rank_positives(users, items, u, pos, neg, chunk_rows=1000))
+    assert np.array_equal(
+        rank_positives(users, items, u, pos, neg, chunk_rows=4),
+        rank_positives(users, items, u, pos, neg, chunk_rows=1000),
+    )
 
 
 def test_metrics_by_hand():
@@ -125,8 +128,11 @@ def test_full_ranking_columns_in_a_run(tiny):
     from learner.results import as_row, columns
 
     cfg, phases, periods = tiny
-    learner_cfg = replace(cfg.learner, eval=replace(cfg.learner.eval, full_ranking=True),
-                          strategies=replace(cfg.learner.strategies, enabled=["fine_tune"], serving="fine_tune"))
+    learner_cfg = replace(
+        cfg.learner,
+        eval=replace(cfg.learner.eval, full_ranking=True),
+        strategies=replace(cfg.learner.strategies, enabled=["fine_tune"], serving="fine_tune"),
+    )
     engine = Engine(learner_cfg, phases)
     rows = [as_row(r) for t, events in periods[:4] for r in engine.close_period(t, events)]
     assert set(columns(full_ranking=True)) == set(rows[0])

@@ -5,6 +5,7 @@ eligible negatives, so every row is padded) and a synthetic MovieLens-format log
 catalogue is introduced early (1,200 items in period 0), so later rows draw 999 of many.
 Negatives are checked by brute force against the train files written beside them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,10 +36,15 @@ def write_wide_ratings(path, n_items: int = 1500, n_users: int = 40, n_rows: int
 def wide_log(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wide")
     write_wide_ratings(folder / "ratings.csv")
-    cfg = resolve("movielens", input_path=str(folder / "ratings.csv"), overrides=[
-        "data.schedule.params.n_periods=6", "data.periods=6",
-        "data.phases={pretrain: 1, online: 3, validation: 1, test: 1}",
-    ])
+    cfg = resolve(
+        "movielens",
+        input_path=str(folder / "ratings.csv"),
+        overrides=[
+            "data.schedule.params.n_periods=6",
+            "data.periods=6",
+            "data.phases={pretrain: 1, online: 3, validation: 1, test: 1}",
+        ],
+    )
     log, _ = prepare(cfg.data, cache_root=folder / "cache", progress=False)
     return log
 
@@ -124,7 +130,9 @@ def test_negatives_are_the_evaluation_candidates_for_the_run_seed(wide_log, tmp_
         full = cand.counts == N_NEG
         np.testing.assert_array_equal(test[t][full, 2:], cand.negatives[full])
         for row in np.flatnonzero(~full):
-            np.testing.assert_array_equal(test[t][row, 2 : 2 + cand.counts[row]], cand.negatives[row, : cand.counts[row]])
+            np.testing.assert_array_equal(
+                test[t][row, 2 : 2 + cand.counts[row]], cand.negatives[row, : cand.counts[row]]
+            )
         history.extend(u, i)
         n_items_before = int(i.max()) + 1
     # another seed draws other negatives (same positives)

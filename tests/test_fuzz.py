@@ -1,5 +1,6 @@
 """Property tests on the learner's inputs: the wire decoder, the period windows, the
 control API, and an oversize record on Kafka."""
+
 from __future__ import annotations
 
 import http.client
@@ -21,15 +22,26 @@ from simulator.bus.base import BusError
 
 REASONS = {"bad_format", "bad_type", "not_utf8", "bad_json", "bad_shape", "missing_field", "bad_timestamp"}
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8))
-_json = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                        st.dictionaries(st.text(max_size=5), inner, max_size=4)),
-                     max_leaves=12)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    max_leaves=12,
+)
 _event_like = st.fixed_dictionaries(
-    {"ts": st.one_of(st.integers(min_value=-2**64, max_value=2**64), _scalars),
-     "user": st.one_of(st.text(max_size=4), _scalars), "item": st.one_of(st.text(max_size=4), _scalars)},
-    optional={"extra": _scalars})
+    {
+        "ts": st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _scalars),
+        "user": st.one_of(st.text(max_size=4), _scalars),
+        "item": st.one_of(st.text(max_size=4), _scalars),
+    },
+    optional={"extra": _scalars},
+)
 _payload = st.one_of(
     st.binary(max_size=64),
     _json.map(lambda v: json.dumps(v).encode()),
@@ -37,11 +49,13 @@ _payload = st.one_of(
     st.lists(st.one_of(_event_like, _json), min_size=0, max_size=6).map(lambda v: json.dumps(v).encode()),
     st.text(max_size=30).map(lambda s: s.encode("utf-8", "surrogatepass")),
 )
-_header_value = st.one_of(st.sampled_from([wire.FORMAT, wire.EVENTS, wire.WATERMARK, wire.END, "", "2"]),
-                          st.text(max_size=6))
+_header_value = st.one_of(
+    st.sampled_from([wire.FORMAT, wire.EVENTS, wire.WATERMARK, wire.END, "", "2"]), st.text(max_size=6)
+)
 _headers = st.one_of(
-    st.dictionaries(st.sampled_from([wire.TYPE_HEADER, wire.FORMAT_HEADER, wire.ROW_HEADER, "x"]), _header_value,
-                    max_size=4),
+    st.dictionaries(
+        st.sampled_from([wire.TYPE_HEADER, wire.FORMAT_HEADER, wire.ROW_HEADER, "x"]), _header_value, max_size=4
+    ),
     st.sampled_from([wire.EVENTS, wire.WATERMARK, wire.END]).map(lambda kind: wire.headers(kind)),
 )
 
@@ -80,6 +94,7 @@ def test_decode_has_no_byte_limit_of_its_own():
 
 
 # --- (b) period windows under arbitrary interleavings ---------------------------------------
+
 
 @st.composite
 def _streams(draw):
@@ -146,6 +161,7 @@ def test_windows_never_lose_or_double_count_an_event(stream):
 
 # --- (c) the learner's control API ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def fuzz_api(engine):
     from simulator.control import LearnerCommands
@@ -155,23 +171,39 @@ def fuzz_api(engine):
         yield engine, api
 
 
-_segment = st.one_of(st.sampled_from(["status", "serving", "strategies", "recommend", "fine_tune", "spmf", "sml",
-                                      "full_retrain", "nope", "", ".."]),
-                     st.text(max_size=6))
-_query = st.dictionaries(st.sampled_from(["user", "k", "verbose", "strategy", "x"]),
-                         st.one_of(st.text(max_size=6), st.integers(-5, 10**6).map(str)), max_size=3)
+_segment = st.one_of(
+    st.sampled_from(
+        ["status", "serving", "strategies", "recommend", "fine_tune", "spmf", "sml", "full_retrain", "nope", "", ".."]
+    ),
+    st.text(max_size=6),
+)
+_query = st.dictionaries(
+    st.sampled_from(["user", "k", "verbose", "strategy", "x"]),
+    st.one_of(st.text(max_size=6), st.integers(-5, 10**6).map(str)),
+    max_size=3,
+)
 _body = st.one_of(
     st.none(),
     _json.map(lambda v: json.dumps(v).encode()),
-    st.fixed_dictionaries({}, optional={"strategy": st.one_of(st.sampled_from(["spmf", "fine_tune", "sml"]), _scalars),
-                                        "from_serving": _scalars, "x": _scalars}).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "strategy": st.one_of(st.sampled_from(["spmf", "fine_tune", "sml"]), _scalars),
+            "from_serving": _scalars,
+            "x": _scalars,
+        },
+    ).map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=40),
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
-       segments=st.lists(_segment, min_size=0, max_size=3), query=_query, body=_body)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    segments=st.lists(_segment, min_size=0, max_size=3),
+    query=_query,
+    body=_body,
+)
 def test_any_request_gets_json_with_a_2xx_or_4xx_and_a_4xx_changes_nothing(fuzz_api, method, segments, query, body):
     engine, api = fuzz_api
     path = "/" + "/".join(quote(s, safe="") for s in segments)
@@ -195,6 +227,7 @@ def test_any_request_gets_json_with_a_2xx_or_4xx_and_a_4xx_changes_nothing(fuzz_
 
 
 # --- (d) an oversize record on Kafka --------------------------------------------------------
+
 
 @pytest.mark.kafka
 def test_a_record_over_the_brokers_limit_is_a_clear_bus_error(kafka_bootstrap):

@@ -2,6 +2,7 @@
 the max_examples below): bus records and their headers as the learner ingests them, config
 files, and damaged compressed inputs. The wire decoder and the control API are fuzzed in
 test_fuzz.py, reader lines in test_readers.py, config values in test_config.py."""
+
 from __future__ import annotations
 
 import gzip
@@ -11,13 +12,13 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.stream import StreamLearner
 from replay_data import readers
 from replay_data.rejects import MalformedInputError, Rejects
 from replay_data.typed_config import ConfigError
 from simulator.bus import Message, wire
 from simulator.bus.memory import MemoryBus
 from simulator.config import resolve
+from simulator.stream import StreamLearner
 
 # --- bus records: nothing a forger sends makes the learner drop a genuine event -------------
 
@@ -35,17 +36,26 @@ def _genuine() -> list[tuple[int, bytes, dict[str, str]]]:
     return records
 
 
-_row_header = st.one_of(st.integers(-2**70, 2**70).map(str), st.integers(0, N_EVENTS).map(str),
-                        st.text(max_size=8), st.sampled_from(["0", "3", "57", "+3", " 3", "3\n", "٣", "1e3"]))
-_event = st.fixed_dictionaries({"ts": st.one_of(st.integers(-10, 400), st.integers()),
-                                "user": st.text(max_size=3), "item": st.text(max_size=3)})
-_forged_value = st.one_of(st.binary(max_size=30), _event.map(lambda e: json.dumps(e).encode()),
-                          st.lists(_event, max_size=4).map(lambda e: json.dumps(e).encode()),
-                          st.sampled_from([value for _, value, _ in _genuine()]))
+_row_header = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.integers(0, N_EVENTS).map(str),
+    st.text(max_size=8),
+    st.sampled_from(["0", "3", "57", "+3", " 3", "3\n", "٣", "1e3"]),
+)
+_event = st.fixed_dictionaries(
+    {"ts": st.one_of(st.integers(-10, 400), st.integers()), "user": st.text(max_size=3), "item": st.text(max_size=3)}
+)
+_forged_value = st.one_of(
+    st.binary(max_size=30),
+    _event.map(lambda e: json.dumps(e).encode()),
+    st.lists(_event, max_size=4).map(lambda e: json.dumps(e).encode()),
+    st.sampled_from([value for _, value, _ in _genuine()]),
+)
 # every header but an end marker: a forged `end` does stop its partition (README: not guaranteed)
 _forged_headers = st.fixed_dictionaries(
     {wire.TYPE_HEADER: st.sampled_from([wire.EVENTS, wire.WATERMARK, "x"])},
-    optional={wire.FORMAT_HEADER: st.sampled_from([wire.FORMAT, "2", ""]), wire.ROW_HEADER: _row_header})
+    optional={wire.FORMAT_HEADER: st.sampled_from([wire.FORMAT, "2", ""]), wire.ROW_HEADER: _row_header},
+)
 _forged = st.tuples(st.integers(0, 1), _forged_value, _forged_headers)
 
 
@@ -78,12 +88,16 @@ def test_no_forged_record_makes_the_learner_drop_a_genuine_event(forged):
 _yaml_text = st.one_of(
     st.binary(max_size=80),
     st.text(max_size=80).map(str.encode),
-    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6)),
-                 lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                         st.dictionaries(st.sampled_from(["data", "learner", "replay", "serve",
-                                                                          "bus", "periods", "x"]), inner,
-                                                         max_size=3)),
-                 max_leaves=8).map(lambda v: json.dumps(v).encode()),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6)),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(
+                st.sampled_from(["data", "learner", "replay", "serve", "bus", "periods", "x"]), inner, max_size=3
+            ),
+        ),
+        max_leaves=8,
+    ).map(lambda v: json.dumps(v).encode()),
 )
 
 
@@ -100,14 +114,19 @@ def test_any_config_file_resolves_or_is_a_config_error(tmp_path, content):
 
 # --- damaged compressed inputs --------------------------------------------------------------
 
-_REVIEWS = b"".join(b'{"review_id": "r%d", "user_id": "u%d", "business_id": "b%d", "stars": 5, '
-                    b'"date": "2015-01-0%d 10:00:00"}\n' % (i, i % 13, i % 17, 1 + i % 9) for i in range(300))
+_REVIEWS = b"".join(
+    b'{"review_id": "r%d", "user_id": "u%d", "business_id": "b%d", "stars": 5, '
+    b'"date": "2015-01-0%d 10:00:00"}\n' % (i, i % 13, i % 17, 1 + i % 9)
+    for i in range(300)
+)
 _GZ = gzip.compress(_REVIEWS)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cut=st.integers(0, len(_GZ)), flips=st.lists(st.tuples(st.integers(0, len(_GZ) - 1), st.integers(1, 255)),
-                                                    max_size=3))
+@given(
+    cut=st.integers(0, len(_GZ)),
+    flips=st.lists(st.tuples(st.integers(0, len(_GZ) - 1), st.integers(1, 255)), max_size=3),
+)
 def test_a_damaged_gzip_input_is_read_or_a_one_line_error(tmp_path, cut, flips):
     data = bytearray(_GZ[:cut])
     for at, mask in flips:
@@ -121,4 +140,3 @@ def test_a_damaged_gzip_input_is_read_or_a_one_line_error(tmp_path, cut, flips):
         assert "\n" not in str(err) and str(path) in str(err)
     else:
         assert rows <= 300
-

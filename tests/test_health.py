@@ -1,4 +1,5 @@
 """Served-table health: non-finite rows and row norms are counted, reported and guarded."""
+
 from __future__ import annotations
 
 import logging
@@ -44,10 +45,12 @@ def test_a_diverged_strategy_ranks_last_and_is_flagged(tiny):
     from learner.engine import Engine
 
     cfg, phases, periods = tiny
-    fine = replace(cfg.learner.strategies.fine_tune,
-                   train=replace(cfg.learner.strategies.fine_tune.train, lr=1e38, epochs=10))
-    strategies = replace(cfg.learner.strategies, enabled=["fine_tune", "full_retrain"], serving="full_retrain",
-                         fine_tune=fine)
+    fine = replace(
+        cfg.learner.strategies.fine_tune, train=replace(cfg.learner.strategies.fine_tune.train, lr=1e38, epochs=10)
+    )
+    strategies = replace(
+        cfg.learner.strategies, enabled=["fine_tune", "full_retrain"], serving="full_retrain", fine_tune=fine
+    )
     engine = Engine(replace(cfg.learner, strategies=strategies), phases)
     rows = pd.DataFrame([as_row(r) for t, events in periods for r in engine.close_period(t, events)])
     late = rows[rows["period"] > phases.index("online")]  # fine_tune has retrained by then

@@ -38,8 +38,7 @@ def _script(path: Path, body: str) -> Path:
 
 
 def _create_topic(admin: KafkaAdminClient, name: str) -> None:
-    spec = {name: {"num_partitions": 3, "replication_factor": 1,
-                   "configs": {"retention.ms": "-1"}}}
+    spec = {name: {"num_partitions": 3, "replication_factor": 1, "configs": {"retention.ms": "-1"}}}
     try:
         admin.create_topics(spec, wait_for_metadata=True)
     except TopicAlreadyExistsError:
@@ -131,9 +130,7 @@ def test_up_on_a_taken_port_says_so(tmp_path: Path) -> None:
             LocalKafka(tmp_path, port=port).up()
 
 
-def test_missing_java_says_how_to_install_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_java_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(KafkaLocalError, match=r"Java 17\+ is needed.*Install"):
         LocalKafka(tmp_path, port=0, java=str(tmp_path / "no-such-java")).up()
 
@@ -148,7 +145,7 @@ def test_missing_java_says_how_to_install_it(
 def test_old_java_is_refused(tmp_path: Path) -> None:
     java8 = _script(
         tmp_path / "java",
-        'import sys\nprint(\'java version "1.8.0_292"\', file=sys.stderr)\n',
+        "import sys\nprint('java version \"1.8.0_292\"', file=sys.stderr)\n",
     )
     with pytest.raises(KafkaLocalError, match=r"needs Java 17 or newer.*is Java 8"):
         LocalKafka(tmp_path / "state", port=0, java=str(java8)).up()
@@ -160,7 +157,9 @@ def test_jar_fetch_is_cached_and_a_failed_fetch_is_redone(tmp_path: Path) -> Non
 
     calls = tmp_path / "calls"
     # A stand-in for Maven: the first run half-downloads and fails, later runs succeed.
-    mvn = _script(tmp_path / "mvn", f"""
+    mvn = _script(
+        tmp_path / "mvn",
+        f"""
 import pathlib, sys
 calls = pathlib.Path({str(calls)!r})
 n = len(calls.read_text()) if calls.exists() else 0
@@ -173,7 +172,8 @@ if n == 0:
     print("Could not transfer artifact: connection reset")
     sys.exit(1)
 (lib / "kafka_2.13-{KAFKA_VERSION}.jar").write_text("")
-""")
+""",
+    )
     with pytest.raises(KafkaLocalError, match=r"(?s)could not fetch.*connection reset"):
         ensure_jars(tmp_path, mvn=str(mvn))
     assert not (jars_dir(tmp_path).parent / JARS_MARKER).exists()
@@ -190,8 +190,7 @@ def test_a_broker_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
     data.mkdir(parents=True)
     # Storage that belongs to another node: the broker refuses it at start.
     (data / "meta.properties").write_text(
-        "version=1\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\nnode.id=2\n"
-        "directory.id=BBBBBBBBBBBBBBBBBBBBBB\n"
+        "version=1\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\nnode.id=2\ndirectory.id=BBBBBBBBBBBBBBBBBBBBBB\n"
     )
     with pytest.raises(KafkaLocalError, match=r"(?s)exited with code .*" + BROKER_LOG):
         broker.up(wait_s=60)

@@ -1,4 +1,5 @@
 """The packages form layers: replay_data <- learner <- simulator. No import runs back up."""
+
 from __future__ import annotations
 
 import ast
@@ -23,16 +24,19 @@ def imported_packages(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_no_import_runs_back_up_the_layers(layer):
-    above = set(LAYERS[LAYERS.index(layer) + 1:])
-    offenders = {str(path.relative_to(ROOT)): sorted(imported_packages(path) & above)
-                 for path in (ROOT / layer).rglob("*.py")}
+    above = set(LAYERS[LAYERS.index(layer) + 1 :])
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) & above) for path in (ROOT / layer).rglob("*.py")
+    }
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
 @pytest.mark.parametrize("layer", ["replay_data", "learner"])
 def test_library_layers_never_exit_the_process(layer):
     """Only the CLI decides to exit; the layers below raise their own errors."""
-    exits = [str(path.relative_to(ROOT)) for path in (ROOT / layer).rglob("*.py")
-             if any(isinstance(node, ast.Name) and node.id == "SystemExit"
-                    for node in ast.walk(ast.parse(path.read_text())))]
+    exits = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / layer).rglob("*.py")
+        if any(isinstance(node, ast.Name) and node.id == "SystemExit" for node in ast.walk(ast.parse(path.read_text())))
+    ]
     assert exits == []

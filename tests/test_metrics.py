@@ -1,4 +1,5 @@
 """Metric exporters: the exposed names are an interface, and values are what was observed."""
+
 from __future__ import annotations
 
 import math
@@ -20,17 +21,37 @@ from simulator.producer import ReplayStats
 
 # docs/architecture.md, "Metrics and alerts": dashboards and alerts depend on exactly these names
 DESIGN_NAMES = {
-    "rtsim_next_period_ndcg", "rtsim_next_period_recall", "rtsim_segment_ndcg",
-    "rtsim_retrain_duration_seconds", "rtsim_retrain_last_duration_seconds",
-    "rtsim_eval_duration_seconds", "rtsim_eval_last_duration_seconds", "rtsim_serving_strategy",
-    "rtsim_serving_ndcg", "rtsim_replay_paused", "rtsim_run_info", "rtsim_events_ingested_total",
-    "rtsim_strategy_swaps_total", "rtsim_period_index", "rtsim_period_interactions",
-    "rtsim_period_new_users", "rtsim_period_new_items", "rtsim_period_wall_seconds",
-    "rtsim_events_produced_total", "rtsim_events_consumed_total", "rtsim_events_rejected_total",
-    "rtsim_events_late_total", "rtsim_replay_event_time_seconds", "rtsim_replay_speed",
-    "rtsim_model_users", "rtsim_model_items",
-    "rtsim_last_retrain_timestamp_seconds", "rtsim_periods_below_fine_tune",
-    "rtsim_model_nonfinite_rows", "rtsim_model_max_row_norm", "rtsim_model_norm_warnings_total",
+    "rtsim_next_period_ndcg",
+    "rtsim_next_period_recall",
+    "rtsim_segment_ndcg",
+    "rtsim_retrain_duration_seconds",
+    "rtsim_retrain_last_duration_seconds",
+    "rtsim_eval_duration_seconds",
+    "rtsim_eval_last_duration_seconds",
+    "rtsim_serving_strategy",
+    "rtsim_serving_ndcg",
+    "rtsim_replay_paused",
+    "rtsim_run_info",
+    "rtsim_events_ingested_total",
+    "rtsim_strategy_swaps_total",
+    "rtsim_period_index",
+    "rtsim_period_interactions",
+    "rtsim_period_new_users",
+    "rtsim_period_new_items",
+    "rtsim_period_wall_seconds",
+    "rtsim_events_produced_total",
+    "rtsim_events_consumed_total",
+    "rtsim_events_rejected_total",
+    "rtsim_events_late_total",
+    "rtsim_replay_event_time_seconds",
+    "rtsim_replay_speed",
+    "rtsim_model_users",
+    "rtsim_model_items",
+    "rtsim_last_retrain_timestamp_seconds",
+    "rtsim_periods_below_fine_tune",
+    "rtsim_model_nonfinite_rows",
+    "rtsim_model_max_row_norm",
+    "rtsim_model_norm_warnings_total",
 }
 
 
@@ -47,10 +68,23 @@ def result(t: int, strategy: str, serving: bool, ndcg10: float, retrain: float) 
         ndcg={5: ndcg10 - 0.05, 10: ndcg10, 20: ndcg10 + 0.05},
         segment_ndcg={5: {**segments, "OU-OI": ndcg10}, 10: segments, 20: segments},
     )
-    return as_row(StrategyResult(period=t, phase="online", strategy=strategy, serving=serving,
-                                 n_interactions=200, n_new_users=7 + t, n_new_items=3, n_candidates=1000.0,
-                                 metrics=metrics, retrain_seconds=retrain, eval_seconds=0.25 + t,
-                                 health=TableHealth(0, 1.5 + t), guard_warning=False))
+    return as_row(
+        StrategyResult(
+            period=t,
+            phase="online",
+            strategy=strategy,
+            serving=serving,
+            n_interactions=200,
+            n_new_users=7 + t,
+            n_new_items=3,
+            n_candidates=1000.0,
+            metrics=metrics,
+            retrain_seconds=retrain,
+            eval_seconds=0.25 + t,
+            health=TableHealth(0, 1.5 + t),
+            guard_warning=False,
+        )
+    )
 
 
 class Exporter:
@@ -64,8 +98,11 @@ class Exporter:
             return response.read().decode()
 
     def samples(self) -> dict[tuple[str, frozenset], float]:
-        return {(s.name, frozenset(s.labels.items())): s.value
-                for family in text_string_to_metric_families(self.text()) for s in family.samples}
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(self.text())
+            for s in family.samples
+        }
 
     def close(self) -> None:
         self.server.shutdown()
@@ -99,8 +136,7 @@ def exposed_names(text: str) -> set[str]:
 def test_exposed_families_are_exactly_the_design_list():
     lm, pm = LearnerMetrics(RUN), ProducerMetrics(EDGES, RUN)
     lx, px = Exporter(lm.registry), Exporter(pm.registry)
-    lm.observe_period(3, [result(3, "sml", True, 0.3, 1.5), result(3, "fine_tune", False, 0.2, 0.1)],
-                      "sml", 500, 300)
+    lm.observe_period(3, [result(3, "sml", True, 0.3, 1.5), result(3, "fine_tune", False, 0.2, 0.1)], "sml", 500, 300)
     lm.observe_ingest(1000, {"bad_json": 2}, 1, 5)
     pm.observe(ReplayStats(produced=1000, event_time=40_000, speed=3600.0))
     texts = [lx.text(), px.text()]
@@ -125,13 +161,22 @@ def test_nothing_measured_yet_is_absent_not_zero(learner, producer):
     max: a 0 would read as a measurement (and a period wall time of 0 fires alerts)."""
     (_, lx), (pm, px) = learner, producer
     names = {name for name, _ in lx.samples()}
-    assert not names & {"rtsim_period_index", "rtsim_period_interactions", "rtsim_period_new_users",
-                        "rtsim_period_new_items", "rtsim_last_retrain_timestamp_seconds",
-                        "rtsim_events_rejected_total", "rtsim_model_users"}, names
+    assert not names & {
+        "rtsim_period_index",
+        "rtsim_period_interactions",
+        "rtsim_period_new_users",
+        "rtsim_period_new_items",
+        "rtsim_last_retrain_timestamp_seconds",
+        "rtsim_events_rejected_total",
+        "rtsim_model_users",
+    }, names
     pm.observe(ReplayStats(produced=0, speed=None))  # speed max
     samples = px.samples()
-    assert not {name for name, _ in samples} & {"rtsim_replay_speed", "rtsim_period_wall_seconds",
-                                                 "rtsim_replay_event_time_seconds"}
+    assert not {name for name, _ in samples} & {
+        "rtsim_replay_speed",
+        "rtsim_period_wall_seconds",
+        "rtsim_replay_event_time_seconds",
+    }
     assert value(samples, "rtsim_replay_paused") == 0
 
 
@@ -144,10 +189,12 @@ def test_period_values_are_what_was_observed(learner):
     assert not any(name.startswith(("rtsim_next_period", "rtsim_retrain")) for name, _ in samples)
 
     before = time.time()
-    metrics.observe_period(4, [result(4, "sml", True, 0.30, 2.0), result(4, "fine_tune", False, 0.20, 0.5)],
-                           "sml", 500, 300)
-    metrics.observe_period(5, [result(5, "sml", True, 0.35, 3.0), result(5, "fine_tune", False, 0.25, 0.7)],
-                           "sml", 520, 310)
+    metrics.observe_period(
+        4, [result(4, "sml", True, 0.30, 2.0), result(4, "fine_tune", False, 0.20, 0.5)], "sml", 500, 300
+    )
+    metrics.observe_period(
+        5, [result(5, "sml", True, 0.35, 3.0), result(5, "fine_tune", False, 0.25, 0.7)], "sml", 520, 310
+    )
     samples = exporter.samples()
     assert value(samples, "rtsim_next_period_ndcg", strategy="sml", k="10") == pytest.approx(0.35)
     assert value(samples, "rtsim_next_period_ndcg", strategy="fine_tune", k="5") == pytest.approx(0.20)
@@ -156,8 +203,7 @@ def test_period_values_are_what_was_observed(learner):
     # every k, not only the largest
     assert value(samples, "rtsim_segment_ndcg", strategy="sml", segment="OU-OI", k="5") == pytest.approx(0.35)
     # an empty segment is absent rather than NaN
-    assert ("rtsim_segment_ndcg", frozenset({"strategy": "sml", "segment": "NU-NI", "k": "20"}.items())) \
-        not in samples
+    assert ("rtsim_segment_ndcg", frozenset({"strategy": "sml", "segment": "NU-NI", "k": "20"}.items())) not in samples
     assert all(not math.isnan(v) for v in samples.values())
     assert value(samples, "rtsim_retrain_duration_seconds_count", strategy="sml") == 2
     assert value(samples, "rtsim_retrain_duration_seconds_sum", strategy="sml") == pytest.approx(5.0)
@@ -188,11 +234,13 @@ def test_swaps_count_only_swaps_and_serving_is_one_hot(learner):
     metrics.set_serving("spmf", strategies, swapped=True)
     samples = exporter.samples()
     assert value(samples, "rtsim_strategy_swaps_total") == 1
-    assert {s: value(samples, "rtsim_serving_strategy", strategy=s) for s in strategies} == \
-        {"sml": 0, "fine_tune": 0, "spmf": 1}
+    assert {s: value(samples, "rtsim_serving_strategy", strategy=s) for s in strategies} == {
+        "sml": 0,
+        "fine_tune": 0,
+        "spmf": 1,
+    }
     # the new serving strategy's quality is what rtsim_serving_ndcg shows from then on
-    metrics.observe_period(6, [result(6, "sml", False, 0.4, 1.0), result(6, "spmf", True, 0.1, 1.0)],
-                           "spmf", 10, 10)
+    metrics.observe_period(6, [result(6, "sml", False, 0.4, 1.0), result(6, "spmf", True, 0.1, 1.0)], "spmf", 10, 10)
     samples = exporter.samples()
     assert value(samples, "rtsim_serving_ndcg", k="10") == pytest.approx(0.1)
     assert value(samples, "rtsim_strategy_swaps_total") == 1
@@ -204,8 +252,9 @@ def test_periods_below_fine_tune_are_counted_at_every_close(learner):
     metrics, exporter = learner
 
     def close(t: int, sml: float, fine_tune: float = 0.3) -> float:
-        metrics.observe_period(t, [result(t, "sml", True, sml, 1.0), result(t, "fine_tune", False, fine_tune, 1.0)],
-                               "sml", 10, 10)
+        metrics.observe_period(
+            t, [result(t, "sml", True, sml, 1.0), result(t, "fine_tune", False, fine_tune, 1.0)], "sml", 10, 10
+        )
         return value(exporter.samples(), "rtsim_periods_below_fine_tune", strategy="sml")
 
     assert [close(2, 0.3), close(3, 0.2), close(4, 0.1), close(5, math.nan), close(6, 0.2)] == [0, 1, 2, 2, 3]
@@ -261,8 +310,12 @@ def test_a_resumed_run_continues_its_counts(learner):
     """After a resume the metrics continue from the checkpoint's rows and swap count: the
     period index, swaps, retrain histograms and the last NDCG are there before the next close."""
     metrics, exporter = learner
-    rows = [result(4, "sml", True, 0.3, 2.0), result(4, "fine_tune", False, 0.2, 0.5),
-            result(5, "sml", False, 0.35, 3.0), result(5, "fine_tune", True, 0.25, 0.7)]
+    rows = [
+        result(4, "sml", True, 0.3, 2.0),
+        result(4, "fine_tune", False, 0.2, 0.5),
+        result(5, "sml", False, 0.35, 3.0),
+        result(5, "fine_tune", True, 0.25, 0.7),
+    ]
     metrics.restore(6, rows, 520, 310, swaps=1, closed_at=1234.0)
     samples = exporter.samples()
     assert value(samples, "rtsim_period_index") == 6  # a pretrain-free period closed after 5

@@ -13,7 +13,9 @@ def test_closed_form_gradients_equal_autograd():
     torch.manual_seed(0)
     pu, qi, qj = (torch.randn(7, 5, requires_grad=True) for _ in range(3))
     l2 = 0.3
-    loss = bce_loss((pu * qi).sum(1), (pu * qj).sum(1)) + 0.5 * l2 * (pu.pow(2).sum() + qi.pow(2).sum() + qj.pow(2).sum())
+    loss = bce_loss((pu * qi).sum(1), (pu * qj).sum(1)) + 0.5 * l2 * (
+        pu.pow(2).sum() + qi.pow(2).sum() + qj.pow(2).sum()
+    )
     loss.backward()
     g_u, g_i, g_j = mf_gradients(pu.detach(), qi.detach(), qj.detach(), l2)
     assert torch.allclose(g_u, pu.grad, atol=1e-6)

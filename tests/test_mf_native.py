@@ -1,4 +1,5 @@
 """The compiled CPU MF loop against the torch path it replaces (which stays for CUDA)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -27,8 +28,14 @@ def _trained(monkeypatch, runner, n_users: int, n_items: int, l2: float) -> MF:
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, n_users, 3000), rng.integers(0, n_items, 3000)
     # few rows: every batch repeats users and items, and a row can be both positive and negative
-    train_mf(model, users, items, lambda u, g: g.integers(0, n_items, len(u)),
-             TrainSpec(lr=0.05, batch=100, epochs=3, l2=l2), rng)
+    train_mf(
+        model,
+        users,
+        items,
+        lambda u, g: g.integers(0, n_items, len(u)),
+        TrainSpec(lr=0.05, batch=100, epochs=3, l2=l2),
+        rng,
+    )
     return model
 
 
@@ -75,7 +82,9 @@ def test_torch_and_native_paths_agree_end_to_end(preset, monkeypatch):
     old_engine, old_rows = _run(preset, monkeypatch, mf.torch_epoch)
     new_engine, new_rows = _run(preset, monkeypatch, mf.native_epoch)
     for name in compared:
-        for a, b in zip(old_engine.strategies[name].serving_embeddings(), new_engine.strategies[name].serving_embeddings()):
+        for a, b in zip(
+            old_engine.strategies[name].serving_embeddings(), new_engine.strategies[name].serving_embeddings()
+        ):
             assert torch.allclose(a, b, atol=1e-3), name  # demo: up to 2.3e-4 on values up to 8.8
     assert len(old_rows) == len(new_rows)
     for a, b in zip(old_rows, new_rows):

@@ -7,6 +7,7 @@ ports, rewrites them. full_retrain is made slow (hundreds of epochs, seconds per
 while periods last about 2 s of wall time, so the learner falls behind: a real backlog.
 Without `prometheus` the test skips, except in CI (CI=true), where it fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,14 +30,20 @@ SPEED = 14400  # tiny's 7 to 10 hour periods last 1.75 to 2.5 s of wall time
 FASTER = 2 * SPEED
 RUN_ID = "mon"
 SLOW = "full_retrain"  # seconds per retrain: longer than a period, so the learner falls behind
-STRATEGIES = ["--set", f"learner.strategies.enabled=[fine_tune,{SLOW}]",
-              "--set", "learner.strategies.serving=fine_tune",
-              "--set", f"learner.strategies.{SLOW}.train.epochs=250"]
+STRATEGIES = [
+    "--set",
+    f"learner.strategies.enabled=[fine_tune,{SLOW}]",
+    "--set",
+    "learner.strategies.serving=fine_tune",
+    "--set",
+    f"learner.strategies.{SLOW}.train.epochs=250",
+]
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
-                          timeout=90, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True, timeout=90, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +80,29 @@ class Run:
         (self.path / "endpoints.json").unlink(missing_ok=True)
         self.log = self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log"
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", *args, "--keep-serving",
-                                          "--data-dir", str(self.root / "prepared"), "--no-progress"],
-                                         stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
-        return wait_for("endpoints.json", lambda: self._alive() and read_endpoints(self.path / "endpoints.json"),
-                        timeout_s=120, explain=self.explain)
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "simulator.cli",
+                    "run",
+                    *args,
+                    "--keep-serving",
+                    "--data-dir",
+                    str(self.root / "prepared"),
+                    "--no-progress",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        return wait_for(
+            "endpoints.json",
+            lambda: self._alive() and read_endpoints(self.path / "endpoints.json"),
+            timeout_s=120,
+            explain=self.explain,
+        )
 
     def _alive(self) -> bool:
         if self.proc.poll() is not None:
@@ -102,22 +127,30 @@ def instance(endpoints: dict, side: str) -> str:
 
 def test_a_paced_run_with_pause_speed_change_backlog_and_resume(tmp_path, env, monitor):
     server, run = monitor, Run(tmp_path, env)
-    first = run.start("--preset", "tiny", "--speed", str(SPEED), "--runs-dir", str(tmp_path / "runs"),
-                      "--run-id", RUN_ID, *STRATEGIES)
+    first = run.start(
+        "--preset", "tiny", "--speed", str(SPEED), "--runs-dir", str(tmp_path / "runs"), "--run-id", RUN_ID, *STRATEGIES
+    )
     producer, learner = first["producer"]["control"], first["learner"]["control"]
 
     # 1. paused: discovered without any config, the pause shows, and no alert blames the learner
     ctl("--producer-url", producer, "pause")
     on_first = f'run_id="{RUN_ID}", instance="{instance(first, "producer")}"'
-    wait_for("the pause in Prometheus (the run's targets discovered)",
-             lambda: server.value(f"rtsim_replay_paused{{{on_first}}}") == 1, timeout_s=30,
-             explain=lambda: json.dumps(server.get("/api/v1/targets").get("data"))[:2000])
-    wait_for("run info", lambda: server.series(f'rtsim_run_info{{run_id="{RUN_ID}", preset="tiny", bus="memory"}}'),
-             timeout_s=10)
+    wait_for(
+        "the pause in Prometheus (the run's targets discovered)",
+        lambda: server.value(f"rtsim_replay_paused{{{on_first}}}") == 1,
+        timeout_s=30,
+        explain=lambda: json.dumps(server.get("/api/v1/targets").get("data"))[:2000],
+    )
+    wait_for(
+        "run info",
+        lambda: server.series(f'rtsim_run_info{{run_id="{RUN_ID}", preset="tiny", bus="memory"}}'),
+        timeout_s=10,
+    )
     time.sleep(3)
     ctl("--producer-url", producer, "resume")
-    wait_for("the pause to end in Prometheus", lambda: server.value(f"rtsim_replay_paused{{{on_first}}}") == 0,
-             timeout_s=10)
+    wait_for(
+        "the pause to end in Prometheus", lambda: server.value(f"rtsim_replay_paused{{{on_first}}}") == 0, timeout_s=10
+    )
 
     # 2. a swap once the first online period closed, then a speed change the period follows
     wait_for("the first online period", lambda: run.closed() >= 2, timeout_s=120, explain=run.explain)
@@ -134,10 +167,17 @@ def test_a_paced_run_with_pause_speed_change_backlog_and_resume(tmp_path, env, m
     assert 5 <= hours <= 11 and hours == pytest.approx(round(hours)), wall
 
     # 3. kill -9 after a checkpoint past the swap; the metrics said swaps 1 before
-    wait_for("a checkpoint after the swap", lambda: run.closed() >= 4 and (run.path / "checkpoints" / "latest").exists(),
-             timeout_s=120, explain=run.explain)
-    wait_for("the swap in Prometheus", lambda: server.value(f'rtsim_strategy_swaps_total{{run_id="{RUN_ID}"}}') == 1,
-             timeout_s=10)
+    wait_for(
+        "a checkpoint after the swap",
+        lambda: run.closed() >= 4 and (run.path / "checkpoints" / "latest").exists(),
+        timeout_s=120,
+        explain=run.explain,
+    )
+    wait_for(
+        "the swap in Prometheus",
+        lambda: server.value(f'rtsim_strategy_swaps_total{{run_id="{RUN_ID}"}}') == 1,
+        timeout_s=10,
+    )
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(10)
     checkpoints = sorted(p.name for p in (run.path / "checkpoints").iterdir())
@@ -146,8 +186,12 @@ def test_a_paced_run_with_pause_speed_change_backlog_and_resume(tmp_path, env, m
     second = run.start("--resume", str(run.path))
     assert second["learner"]["metrics"] != first["learner"]["metrics"]
     on_second = f'run_id="{RUN_ID}", instance="{instance(second, "learner")}"'
-    swaps = wait_for("the resumed learner's swap count", lambda: server.series(f"rtsim_strategy_swaps_total{{{on_second}}}"),
-                     timeout_s=30, explain=lambda: json.dumps(server.get("/api/v1/targets").get("data"))[:2000])
+    swaps = wait_for(
+        "the resumed learner's swap count",
+        lambda: server.series(f"rtsim_strategy_swaps_total{{{on_second}}}"),
+        timeout_s=30,
+        explain=lambda: json.dumps(server.get("/api/v1/targets").get("data"))[:2000],
+    )
     assert float(swaps[0]["value"][1]) == 1, f"the swap count restarted after the resume (checkpoints {checkpoints})"
     assert (server.value(f"rtsim_period_index{{{on_second}}}") or 0) >= 3
     assert (server.value(f'rtsim_retrain_duration_seconds_count{{{on_second}, strategy="fine_tune"}}') or 0) >= 2
@@ -155,23 +199,36 @@ def test_a_paced_run_with_pause_speed_change_backlog_and_resume(tmp_path, env, m
 
     # 5. speed max: no speed and no period wall time (rather than 0x and a 0 s period)
     on_second_producer = f'run_id="{RUN_ID}", instance="{instance(second, "producer")}"'
-    wait_for("the resumed producer scraped", lambda: server.series(f"rtsim_replay_paused{{{on_second_producer}}}"),
-             timeout_s=30)
+    wait_for(
+        "the resumed producer scraped",
+        lambda: server.series(f"rtsim_replay_paused{{{on_second_producer}}}"),
+        timeout_s=30,
+    )
     ctl("--producer-url", second["producer"]["control"], "speed", "max")
-    wait_for("speed and period wall time absent at speed max",
-             lambda: not server.series(f"rtsim_replay_speed{{{on_second_producer}}}")
-             and not server.series(f"rtsim_period_wall_seconds{{{on_second_producer}}}"), timeout_s=10)
+    wait_for(
+        "speed and period wall time absent at speed max",
+        lambda: (
+            not server.series(f"rtsim_replay_speed{{{on_second_producer}}}")
+            and not server.series(f"rtsim_period_wall_seconds{{{on_second_producer}}}")
+        ),
+        timeout_s=10,
+    )
     wait_for("the run to finish", lambda: "still serving" in run.log.read_text(), timeout_s=180, explain=run.explain)
     time.sleep(3)  # a few more scrapes and rule evaluations
 
     # 6. over the whole run: a backlog showed as lag, and no alert fired falsely
     over = f"{int(time.time() - server.started) + 5}s"
-    lag = server.value(f'max_over_time(run:rtsim_consumer_lag_events:produced_minus_ingested{{run_id="{RUN_ID}"}}[{over}])')
+    lag = server.value(
+        f'max_over_time(run:rtsim_consumer_lag_events:produced_minus_ingested{{run_id="{RUN_ID}"}}[{over}])'
+    )
     assert lag is not None and lag > 0, "the consumer lag never rose above 0 during the backlog"
     firing = server.series(f'max_over_time(ALERTS{{alertstate="firing"}}[{over}])')
-    unexpected = [alert["metric"] for alert in firing
-                  # the slow strategy does retrain slower than a period: that one is true
-                  if not (alert["metric"]["alertname"] == "RetrainSlowerThanPeriod" and alert["metric"]["strategy"] == SLOW)]
+    unexpected = [
+        alert["metric"]
+        for alert in firing
+        # the slow strategy does retrain slower than a period: that one is true
+        if not (alert["metric"]["alertname"] == "RetrainSlowerThanPeriod" and alert["metric"]["strategy"] == SLOW)
+    ]
     assert not unexpected, f"alerts fired: {unexpected}"
     assert stop_process(run.proc, signal.SIGINT, 30) == 0, run.explain()
     assert not list(Path(env["RTSIM_TARGETS_DIR"]).glob(f"{RUN_ID}-*.json")), "targets left after a clean exit"

@@ -1,5 +1,6 @@
 """Packaging: the wheel holds the three packages and their presets, nothing at the top level
 called `configs`, and `rtsim run --preset tiny` works from it in a fresh virtual environment."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,8 +36,12 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     isolation = ["--no-build-isolation"] if _can_build_offline() else []
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(out), str(src)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     [built] = out.glob("rtsim-*.whl")
     return built
@@ -59,27 +64,65 @@ def test_rtsim_run_tiny_from_the_wheel_in_a_fresh_virtual_environment(wheel, tmp
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
     python, rtsim = venv / "bin" / "python", venv / "bin" / "rtsim"
     # -I: install it here even though an (editable) rtsim is visible from the system site
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-I", "--no-deps", str(wheel)], check=True,
-                   timeout=300)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-I", "--no-deps", str(wheel)], check=True, timeout=300)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg-cache")
     where = tmp_path / "elsewhere"  # not the checkout: nothing may come from the source tree
     where.mkdir()
-    found = subprocess.run([str(python), "-c", "import replay_data, learner, simulator; "
-                            "print('\\n'.join(m.__file__ for m in (replay_data, learner, simulator)))"],
-                           capture_output=True, text=True, env=env, cwd=where, timeout=120, check=True)
+    found = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import replay_data, learner, simulator; "
+            "print('\\n'.join(m.__file__ for m in (replay_data, learner, simulator)))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=where,
+        timeout=120,
+        check=True,
+    )
     assert all(Path(f).is_relative_to(venv) for f in found.stdout.split()), found.stdout
     # what the install added, from its RECORD (the system site may hold a developer's editable rtsim)
-    record = subprocess.run([str(python), "-c", "from importlib.metadata import distribution; d = distribution('rtsim'); "
-                             "print(d.locate_file('')); print(*sorted({str(f).split('/')[0] for f in d.files}))"],
-                            capture_output=True, text=True, env=env, cwd=where, timeout=120, check=True)
+    record = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "from importlib.metadata import distribution; d = distribution('rtsim'); "
+            "print(d.locate_file('')); print(*sorted({str(f).split('/')[0] for f in d.files}))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=where,
+        timeout=120,
+        check=True,
+    )
     location, installed = record.stdout.splitlines()
     assert Path(location).is_relative_to(venv)
     top = {name for name in installed.split() if not name.endswith(".dist-info") and name != ".."}
     assert top == set(PACKAGES), "installing rtsim adds the three packages and no top-level configs"
-    done = subprocess.run([str(rtsim), "run", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"),
-                           "--data-dir", str(tmp_path / "prepared"), "--run-id", "from-wheel", "--no-progress"],
-                          capture_output=True, text=True, env=env, cwd=where, timeout=600)
+    done = subprocess.run(
+        [
+            str(rtsim),
+            "run",
+            "--preset",
+            "tiny",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--data-dir",
+            str(tmp_path / "prepared"),
+            "--run-id",
+            "from-wheel",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=where,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     periods = (tmp_path / "runs" / "from-wheel" / "periods.csv").read_text().splitlines()
     assert len(periods) > 1 and periods[0].startswith("period,phase,strategy")

@@ -1,4 +1,5 @@
 """Which ports a run's servers bind, and how a run announces its metrics for discovery."""
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,9 @@ def test_a_run_announces_its_metrics_while_it_serves(tmp_path, monkeypatch):
         for side, service in (("learner", "learner"), ("producer", "replay")):
             port = endpoints.addresses[side]["metrics"].rsplit(":", 1)[1].split("/")[0]
             # a wildcard bind is scraped on loopback; service as in the compose stack's jobs
-            assert json.loads(target_file("run-1", side).read_text()) == \
-                [{"targets": [f"127.0.0.1:{port}"], "labels": {"service": service}}]
+            assert json.loads(target_file("run-1", side).read_text()) == [
+                {"targets": [f"127.0.0.1:{port}"], "labels": {"service": service}}
+            ]
     finally:
         endpoints.close()
     assert list(tmp_path.iterdir()) == []  # gone with the run

@@ -5,6 +5,7 @@ numbers, so raw-id order (text) differs from numeric order; timestamps are whole
 many events tie; some (user, movie) pairs repeat, so the preset's repeat_policy removes rows;
 three lines are malformed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,9 @@ def synthetic_ratings(seed: int = 1) -> list[tuple[str, str, float, int]]:
     items = rng.integers(1, 120, N_ROWS)
     ratings = rng.integers(1, 11, N_ROWS) / 2
     hours = rng.integers(0, 500, N_ROWS)
-    return [(str(u), str(i), float(r), 1_000_000_000 + 3600 * int(h))
-            for u, i, r, h in zip(users, items, ratings, hours)]
+    return [
+        (str(u), str(i), float(r), 1_000_000_000 + 3600 * int(h)) for u, i, r, h in zip(users, items, ratings, hours)
+    ]
 
 
 def write_ratings(path, rows, bad_lines=BAD_LINES) -> None:
@@ -49,7 +51,7 @@ def expected_events(rows, min_rating: float | None = None) -> list[tuple[int, st
     (user, movie) pair (equal times: the earlier line), sorted by (ts, raw user, raw item)."""
     kept = [(ts, u, i) for u, i, r, ts in rows if min_rating is None or r >= min_rating]
     first: dict[tuple[str, str], int] = {}
-    for position, (ts, u, i) in sorted(enumerate(kept), key=lambda p: (p[1][0], p[0])):
+    for _position, (ts, u, i) in sorted(enumerate(kept), key=lambda p: (p[1][0], p[0])):
         first.setdefault((u, i), ts)
     return sorted((ts, u, i) for (u, i), ts in first.items())
 
@@ -229,8 +231,9 @@ def test_phases_without_periods_fix_the_number_of_periods(ratings, tmp_path):
     """data.periods unset but phases given: the schedule is cut to the phases' total, so the
     manifest never pairs 40 phase labels with 50 periods."""
     path, _ = ratings
-    cfg = resolve("movielens", input_path=str(path),
-                  overrides=["data.periods=null", "data.schedule.params.n_periods=50"])
+    cfg = resolve(
+        "movielens", input_path=str(path), overrides=["data.periods=null", "data.schedule.params.n_periods=50"]
+    )
     log, _ = prepare(cfg.data, cache_root=tmp_path, progress=False)
     assert len(log.phases) == log.schedule.n_periods == 40
     assert len(log.manifest["counts"]["period_counts"]) == 40
@@ -239,8 +242,11 @@ def test_phases_without_periods_fix_the_number_of_periods(ratings, tmp_path):
 
 def test_without_phases_or_periods_every_schedule_period_gets_a_default_phase(ratings, tmp_path):
     path, _ = ratings
-    cfg = resolve("movielens", input_path=str(path),
-                  overrides=["data.periods=null", "data.phases=null", "data.schedule.params.n_periods=12"])
+    cfg = resolve(
+        "movielens",
+        input_path=str(path),
+        overrides=["data.periods=null", "data.phases=null", "data.schedule.params.n_periods=12"],
+    )
     log, _ = prepare(cfg.data, cache_root=tmp_path, progress=False)
     # T=12: pretrain 3, online 6, validation 1, test 2
     assert log.phases == ["pretrain"] * 3 + ["online"] * 6 + ["validation"] + ["test"] * 2
@@ -272,8 +278,9 @@ def test_tiny_synthetic_preset_prepares_deterministically(tmp_path):
     assert a.phases == ["pretrain"] * 2 + ["online"] * 3 + ["validation"] + ["test"] * 2
     assert sum(a.manifest["counts"]["period_counts"]) == len(a.ts) > 1000
     # another seed is another world
-    other, _ = prepare(resolve("tiny", overrides=["data.reader.seed=1"]).data, cache_root=tmp_path / "a",
-                       progress=False)
+    other, _ = prepare(
+        resolve("tiny", overrides=["data.reader.seed=1"]).data, cache_root=tmp_path / "a", progress=False
+    )
     assert other.path != a.path
     assert len(other.ts) != len(a.ts) or not np.array_equal(other.items, a.items)
 
@@ -288,8 +295,9 @@ def _adressa_file(path, stray_times: list[int]) -> None:
     from tests.test_readers import adressa_view
 
     times = [OSLO_2017_01_01 + 600 + i * (21 * 86_400 - 1200) // 4000 for i in range(4001)] + stray_times
-    path.write_text("\n".join(adressa_view(f"u{i % 97}", ts, event=i, item=f"{i % 301:040d}")
-                              for i, ts in enumerate(times)) + "\n")
+    path.write_text(
+        "\n".join(adressa_view(f"u{i % 97}", ts, event=i, item=f"{i % 301:040d}") for i, ts in enumerate(times)) + "\n"
+    )
 
 
 def test_a_record_dated_1970_or_9999_neither_moves_nor_stretches_the_schedule(tmp_path):
@@ -305,8 +313,9 @@ def test_a_record_dated_1970_or_9999_neither_moves_nor_stretches_the_schedule(tm
     assert log.manifest["rejected"]["counts"]["time_outlier"] == 2
     assert not log.manifest["counts"]["empty_periods"]
 
-    by_count = resolve("adressa", input_path=str(source),
-                       overrides=["data.schedule={kind: equal_count, params: {n_periods: 63}}"])
+    by_count = resolve(
+        "adressa", input_path=str(source), overrides=["data.schedule={kind: equal_count, params: {n_periods: 63}}"]
+    )
     log, _ = prepare(by_count.data, cache_root=tmp_path / "cache", progress=False)
     assert log.schedule.edges[-1] == log.ts.max() + 1 < YEAR_9999
 

@@ -209,8 +209,14 @@ def test_apply_steps_skips_disabled_steps_and_uses_defaults():
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"dedup": True}, "unknown preprocessing step 'dedup'; allowed: time_window, dedup_exact, repeat_policy, kcore"),
-        ({"kcore": {"min_users": 5}}, r"unknown parameter 'kcore.min_users'; allowed for kcore: \['min_user', 'min_item', 'iterate'\]"),
+        (
+            {"dedup": True},
+            "unknown preprocessing step 'dedup'; allowed: time_window, dedup_exact, repeat_policy, kcore",
+        ),
+        (
+            {"kcore": {"min_users": 5}},
+            r"unknown parameter 'kcore.min_users'; allowed for kcore: \['min_user', 'min_item', 'iterate'\]",
+        ),
         ({"dedup_exact": {"keep": "first"}}, "unknown parameter 'dedup_exact.keep'; allowed for dedup_exact: none"),
         ({"repeat_policy": "first"}, "step 'repeat_policy': expected true, false or a mapping"),
         ({"repeat_policy": {"keep": "newest"}}, "repeat_policy.keep must be one of"),

@@ -16,6 +16,7 @@ Prometheus 2.42 started on the project's own config and rule files (rewritten fo
 Without `prometheus` the test skips, except in CI (CI=true), where it fails. The alert
 rules' unit tests (promtool test rules) run in tests/test_dashboards.py.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,8 +70,14 @@ HTTP = build_opener(ProxyHandler({}))  # loopback only: never through a proxy fr
 
 # ----------------------------------------------------------------------------- helpers
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, interval_s: float = 0.25,
-             explain: Callable[[], str] = lambda: "") -> Any:
+
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout_s: float,
+    interval_s: float = 0.25,
+    explain: Callable[[], str] = lambda: "",
+) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -103,9 +110,16 @@ def stop_process(proc: subprocess.Popen, sig: int, wait_s: float) -> int:
 
 def ctl(*args: str) -> dict:
     """`rtsim ctl ...` as a user runs it; its JSON answer."""
-    result = subprocess.run([sys.executable, "-m", "simulator.cli", "ctl", *args], capture_output=True,
-                            text=True, timeout=60, env=PROCESS_ENV)
-    assert result.returncode == 0, f"rtsim ctl {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "ctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=PROCESS_ENV,
+    )
+    assert result.returncode == 0, (
+        f"rtsim ctl {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+    )
     return json.loads(result.stdout)
 
 
@@ -219,12 +233,15 @@ def inject(bootstrap: str, topic: str, late_ts: int) -> None:
 
 # ----------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def prometheus_bin() -> str:
     path = shutil.which("prometheus")
     if path is None:
-        unavailable("prometheus is not installed: apt-get install --no-install-recommends prometheus "
-                    "(scripts/install-services.sh, make services)")
+        unavailable(
+            "prometheus is not installed: apt-get install --no-install-recommends prometheus "
+            "(scripts/install-services.sh, make services)"
+        )
     return path
 
 
@@ -237,15 +254,35 @@ def rtsim_run(request, tmp_path_factory, prometheus_bin) -> Iterator[Run]:
     root = tmp_path_factory.mktemp("prometheus-run")
     run_id, prefix = "prom", f"tp{uuid.uuid4().hex[:8]}"
     log = root / "rtsim.log"
-    command = [sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--keep-serving",
-               "--speed", str(SPEED), "--bus", f"kafka://{kafka_bootstrap}", "--set", f"bus.prefix={prefix}",
-               "--runs-dir", str(root / "runs"), "--run-id", run_id, "--data-dir", str(root / "prepared"),
-               "--no-progress", "--set", f"learner.strategies.full_retrain.train.epochs={SLOW_EPOCHS}"]
+    command = [
+        sys.executable,
+        "-m",
+        "simulator.cli",
+        "run",
+        "--preset",
+        "tiny",
+        "--keep-serving",
+        "--speed",
+        str(SPEED),
+        "--bus",
+        f"kafka://{kafka_bootstrap}",
+        "--set",
+        f"bus.prefix={prefix}",
+        "--runs-dir",
+        str(root / "runs"),
+        "--run-id",
+        run_id,
+        "--data-dir",
+        str(root / "prepared"),
+        "--no-progress",
+        "--set",
+        f"learner.strategies.full_retrain.train.epochs={SLOW_EPOCHS}",
+    ]
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=PROCESS_ENV,
-                                start_new_session=True)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=PROCESS_ENV, start_new_session=True)
     run = Run(proc, root / "runs" / run_id, log, run_id, prefix, kafka_bootstrap, {})
     try:
+
         def endpoints() -> dict | None:
             if proc.poll() is not None:
                 pytest.fail(f"rtsim run stopped before serving: {run.explain()}", pytrace=False)
@@ -263,8 +300,11 @@ def prometheus(tmp_path_factory, prometheus_bin, rtsim_run) -> Iterator[Promethe
     """Prometheus on a free loopback port: the project's config and rules, scraping the run."""
     root = tmp_path_factory.mktemp("prometheus")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    config["global"] = {**config.get("global", {}), "scrape_interval": f"{SCRAPE_S}s",
-                        "evaluation_interval": f"{SCRAPE_S}s"}
+    config["global"] = {
+        **config.get("global", {}),
+        "scrape_interval": f"{SCRAPE_S}s",
+        "evaluation_interval": f"{SCRAPE_S}s",
+    }
     # rule_files are relative to the config file; the test's config lives elsewhere
     config["rule_files"] = [str((PROMETHEUS_DIR / pattern).resolve()) for pattern in config["rule_files"]]
     for job in config["scrape_configs"]:
@@ -281,11 +321,20 @@ def prometheus(tmp_path_factory, prometheus_bin, rtsim_run) -> Iterator[Promethe
         port, log = free_port(), root / f"prometheus-{attempt}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [prometheus_bin, f"--config.file={config_path}", f"--storage.tsdb.path={root / f'data-{attempt}'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    prometheus_bin,
+                    f"--config.file={config_path}",
+                    f"--storage.tsdb.path={root / f'data-{attempt}'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         server = Prometheus(f"http://127.0.0.1:{port}", log)
         try:
+
             def ready() -> bool:
                 if proc.poll() is not None:
                     return True
@@ -307,6 +356,7 @@ def prometheus(tmp_path_factory, prometheus_bin, rtsim_run) -> Iterator[Promethe
 
 
 # ------------------------------------------------------------------------ dashboard queries
+
 
 @dataclass(frozen=True)
 class Query:
@@ -387,8 +437,9 @@ def variable_values(board: dict, server: Prometheus) -> list[dict[str, str]]:
             defaults[variable["name"]] = variable.get("allValue") or everything
         else:
             assert set(current) <= set(options), f"${variable['name']}: default {current} is not among {options}"
-            defaults[variable["name"]] = "(" + "|".join(map(re.escape, current)) + ")" if len(current) > 1 \
-                else current[0]
+            defaults[variable["name"]] = (
+                "(" + "|".join(map(re.escape, current)) + ")" if len(current) > 1 else current[0]
+            )
         ticked[variable["name"]] = everything if variable.get("multi") else defaults[variable["name"]]
     return [defaults] if ticked == defaults else [defaults, ticked]
 
@@ -399,27 +450,40 @@ def builtin_values(start: float, end: float) -> dict[str, str]:
     range_s = max(1, math.ceil(end - start))
     interval_s = SCRAPE_S  # a short range over the ~1000 points of a panel: the minimum
     rate_s = max(interval_s + SCRAPE_S, 4 * SCRAPE_S)  # Grafana's $__rate_interval
-    return {"__interval": f"{interval_s}s", "__interval_ms": str(interval_s * 1000),
-            "__rate_interval": f"{rate_s}s", "__rate_interval_ms": str(rate_s * 1000),
-            "__range": f"{range_s}s", "__range_s": str(range_s), "__range_ms": str(range_s * 1000)}
+    return {
+        "__interval": f"{interval_s}s",
+        "__interval_ms": str(interval_s * 1000),
+        "__rate_interval": f"{rate_s}s",
+        "__rate_interval_ms": str(rate_s * 1000),
+        "__range": f"{range_s}s",
+        "__range_s": str(range_s),
+        "__range_ms": str(range_s * 1000),
+    }
 
 
 # ------------------------------------------------------------------------------- the test
+
 
 def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, prometheus: Prometheus):
     run, server = rtsim_run, prometheus
 
     # 1. both exporters scraped (target discovery takes about 5 s), then the replay goes on
     # (the job and service labels the dashboards and alerts see in the compose stack)
-    jobs = {(job["job_name"], job["static_configs"][0]["labels"]["service"])
-            for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    jobs = {
+        (job["job_name"], job["static_configs"][0]["labels"]["service"])
+        for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    }
 
     def targets_up() -> bool:
         active = server.get("/api/v1/targets").get("data", {}).get("activeTargets", [])
         return {(t["labels"]["job"], t["labels"].get("service")) for t in active if t["health"] == "up"} == jobs
 
-    wait_for(f"targets {sorted(jobs)} up", targets_up, timeout_s=30,
-             explain=lambda: json.dumps(server.get("/api/v1/targets").get("data"), indent=1)[:3000])
+    wait_for(
+        f"targets {sorted(jobs)} up",
+        targets_up,
+        timeout_s=30,
+        explain=lambda: json.dumps(server.get("/api/v1/targets").get("data"), indent=1)[:3000],
+    )
     wait_for("rtsim_replay_paused == 1", lambda: server.value("rtsim_replay_paused") == 1, timeout_s=10)
     ctl("--producer-url", run.endpoints["producer"]["control"], "resume")
 
@@ -434,19 +498,35 @@ def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, p
     assert max(run.closed_periods()) < n_periods - 1, "the run ended before the injection: lower SPEED"
 
     # 3. the run has finished and Prometheus has scraped its last period
-    wait_for("every period in periods.csv", lambda: n_periods - 1 in run.closed_periods(), timeout_s=90,
-             explain=run.explain)
-    wait_for("the run to finish and keep serving", lambda: "still serving" in run.log.read_text(), timeout_s=30,
-             explain=run.explain)
-    wait_for(f"rtsim_period_index == {n_periods - 1} in Prometheus",
-             lambda: server.value("rtsim_period_index") == n_periods - 1, timeout_s=15)
+    wait_for(
+        "every period in periods.csv", lambda: n_periods - 1 in run.closed_periods(), timeout_s=90, explain=run.explain
+    )
+    wait_for(
+        "the run to finish and keep serving",
+        lambda: "still serving" in run.log.read_text(),
+        timeout_s=30,
+        explain=run.explain,
+    )
+    wait_for(
+        f"rtsim_period_index == {n_periods - 1} in Prometheus",
+        lambda: server.value("rtsim_period_index") == n_periods - 1,
+        timeout_s=15,
+    )
     # what was done mid-run reached the metrics (else some panels would pass for nothing)
-    checks = {"rtsim_events_late_total": 1, 'rtsim_events_rejected_total{reason="bad_json"}': 1,
-              'rtsim_events_rejected_total{reason="missing_field"}': 1, "rtsim_strategy_swaps_total": 1,
-              f'rtsim_serving_strategy{{strategy="{SWAP_TO}"}}': 1}
+    checks = {
+        "rtsim_events_late_total": 1,
+        'rtsim_events_rejected_total{reason="bad_json"}': 1,
+        'rtsim_events_rejected_total{reason="missing_field"}': 1,
+        "rtsim_strategy_swaps_total": 1,
+        f'rtsim_serving_strategy{{strategy="{SWAP_TO}"}}': 1,
+    }
     for expr, at_least in checks.items():
-        wait_for(f"{expr} >= {at_least}", lambda: (server.value(expr) or 0) >= at_least, timeout_s=10,
-                 explain=lambda: f"{expr} = {server.series(expr)}\n{run.explain()}")
+        wait_for(
+            f"{expr} >= {at_least}",
+            lambda: (server.value(expr) or 0) >= at_least,
+            timeout_s=10,
+            explain=lambda: f"{expr} = {server.series(expr)}\n{run.explain()}",
+        )
 
     # the backlog showed as consumer lag, in events, at some scrape
     over_run = f"{math.ceil(time.time() - server.started) + 5}s"
@@ -454,10 +534,14 @@ def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, p
     assert lag is not None and lag > 0, f"the consumer lag never rose above 0 over the run: {lag}"
 
     # 4. recording rules: each series exists (a few evaluation cycles after the last scrape)
-    rule_files = [path for pattern in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"]
-                  for path in sorted(PROMETHEUS_DIR.glob(pattern))]
-    rules = [rule for path in rule_files for group in yaml.safe_load(path.read_text())["groups"]
-             for rule in group["rules"]]
+    rule_files = [
+        path
+        for pattern in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"]
+        for path in sorted(PROMETHEUS_DIR.glob(pattern))
+    ]
+    rules = [
+        rule for path in rule_files for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]
+    ]
     records = [rule["record"] for rule in rules if "record" in rule]
     assert records
 
@@ -474,9 +558,16 @@ def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, p
         groups = server.get("/api/v1/rules").get("data", {}).get("groups", [])
         return [rule for group in groups for rule in group["rules"]]
 
-    wait_for("every rule evaluated", lambda: all(r.get("health") == "ok" for r in loaded_rules()) and loaded_rules(),
-             timeout_s=10, explain=lambda: "\n".join(f"{r['name']}: {r.get('health')} {r.get('lastError', '')}"
-                                                    for r in loaded_rules() if r.get("health") != "ok"))
+    wait_for(
+        "every rule evaluated",
+        lambda: all(r.get("health") == "ok" for r in loaded_rules()) and loaded_rules(),
+        timeout_s=10,
+        explain=lambda: "\n".join(
+            f"{r['name']}: {r.get('health')} {r.get('lastError', '')}"
+            for r in loaded_rules()
+            if r.get("health") != "ok"
+        ),
+    )
     assert sorted(r["name"] for r in loaded_rules()) == sorted(rule.get("record") or rule["alert"] for rule in rules)
 
     # 5. every dashboard query, as Grafana sends it over the run's time range
@@ -503,15 +594,19 @@ def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, p
                     kind = "range query over the run"
                 executed += 1
                 if answer.get("status") != "success":
-                    failures.append(f"{query.where}: {query.expr!r} -> {expr!r} ({kind}) failed: "
-                                    f"{answer.get('errorType')}: {answer.get('error')}")
+                    failures.append(
+                        f"{query.where}: {query.expr!r} -> {expr!r} ({kind}) failed: "
+                        f"{answer.get('errorType')}: {answer.get('error')}"
+                    )
                 elif not answer["data"]["result"]:
                     failures.append(f"{query.where}: {query.expr!r} -> {expr!r} ({kind}) returned no series")
                 elif query.merged and {frozenset(s["metric"]) for s in answer["data"]["result"]} != {query.merged}:
                     # Grafana's merge joins rows on every label: one more (a recording rule's
                     # __name__) or one fewer splits a row in two
-                    failures.append(f"{query.where}: {expr!r} labels {[sorted(s['metric']) for s in answer['data']['result']]}"
-                                    f" differ from the table's {sorted(query.merged)}")
+                    failures.append(
+                        f"{query.where}: {expr!r} labels {[sorted(s['metric']) for s in answer['data']['result']]}"
+                        f" differ from the table's {sorted(query.merged)}"
+                    )
     assert not failures, f"{len(failures)} of {executed} dashboard queries show no data:\n" + "\n".join(failures)
 
     # 6. a keep-serving run stops cleanly on Ctrl-C

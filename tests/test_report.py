@@ -1,4 +1,5 @@
 """`rtsim report`: report.md, report.html and plots from a synthetic run directory."""
+
 from __future__ import annotations
 
 import math
@@ -28,12 +29,18 @@ def synthetic_rows(periods: dict[int, str] = PHASES) -> pd.DataFrame:
     rows = []
     for t, phase in periods.items():
         for j, strategy in enumerate(STRATEGIES):
-            row = {"period": t, "phase": phase, "strategy": strategy,
-                   "serving": int(strategy == ("sml" if t < 6 else "fine_tune")),
-                   "n_interactions": 100 * t, "n_new_users": 5, "n_new_items": 2, "n_candidates": 120.0}
+            row = {
+                "period": t,
+                "phase": phase,
+                "strategy": strategy,
+                "serving": int(strategy == ("sml" if t < 6 else "fine_tune")),
+                "n_interactions": 100 * t,
+                "n_new_users": 5,
+                "n_new_items": 2,
+                "n_candidates": 120.0,
+            }
             row.update({c: float(rng.uniform(0.05, 0.5)) for c in columns() if "@" in c})
-            row.update(retrain_seconds=0.0 if strategy == "frozen" else 0.05 * (j + 1) * t,
-                       eval_seconds=0.01)
+            row.update(retrain_seconds=0.0 if strategy == "frozen" else 0.05 * (j + 1) * t, eval_seconds=0.01)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=columns())
     frame.loc[frame["period"] == 6, "ndcg@20[NU-NI]"] = np.nan  # no new user met a new item in 6
@@ -56,8 +63,9 @@ def assert_image(path: Path) -> None:
 
 
 def rtsim(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_complete_run_gets_tables_every_plot_and_a_self_contained_html(tmp_path):

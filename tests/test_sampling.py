@@ -25,8 +25,13 @@ def _brute_force_eligible(history, users, items, n_items_before, row):
     return set(range(pool)) - seen, pool
 
 
-@given(seed=st.integers(0, 10_000), n_prev=st.integers(0, 400), n_now=st.integers(1, 60),
-       n_items=st.integers(1, 60), n_neg=st.sampled_from([3, 20, 999]))
+@given(
+    seed=st.integers(0, 10_000),
+    n_prev=st.integers(0, 400),
+    n_now=st.integers(1, 60),
+    n_items=st.integers(1, 60),
+    n_neg=st.sampled_from([3, 20, 999]),
+)
 def test_eval_candidates_follow_the_protocol(seed, n_prev, n_now, n_items, n_neg):
     history, users, items = _stream(seed, n_prev, n_now, 12, n_items)
     n_before = n_items if n_prev else 0
@@ -37,7 +42,7 @@ def test_eval_candidates_follow_the_protocol(seed, n_prev, n_now, n_items, n_neg
         assert len(set(negs.tolist())) == len(negs), "negatives are distinct"
         assert set(negs.tolist()) <= eligible, "only seen items, none in the user's history so far"
         assert cand.counts[row] == min(n_neg, len(eligible)), "all eligible when fewer than asked"
-        assert (cand.negatives[row, cand.counts[row]:] == -1).all()
+        assert (cand.negatives[row, cand.counts[row] :] == -1).all()
 
 
 def test_large_pool_rejection_path_keeps_the_rules():
@@ -90,7 +95,13 @@ def test_history_membership_and_user_items():
     history = History()
     history.extend(np.array([0, 0, 2]), np.array([5, 1, 1]))
     history.extend(np.array([1, 0]), np.array([3, 5]))
-    assert history.contains(np.array([0, 0, 1, 2, 2]), np.array([5, 1, 3, 1, 5])).tolist() == [True, True, True, True, False]
+    assert history.contains(np.array([0, 0, 1, 2, 2]), np.array([5, 1, 3, 1, 5])).tolist() == [
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
     rows, items = history.user_items(np.array([2, 0, 7]))
     assert sorted(zip(rows.tolist(), items.tolist())) == [(0, 1), (1, 1), (1, 5)]
     assert history.period_slice(1, 1)[0].tolist() == [1, 0]
@@ -138,7 +149,6 @@ def _numpy_large_pools(out, counts, seen, pool, pending, n_neg, draws, rng):
         counts[pending[done]] = n_neg
         pending = pending[~done]
         draws *= 2
-
 
 
 def test_eval_candidates_are_the_numpy_implementations_bit_for_bit(monkeypatch):

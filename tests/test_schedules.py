@@ -24,7 +24,7 @@ HOUR = 3600
 
 
 def utc(*args: int) -> int:
-    return int(dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp())
 
 
 def local_hm(edge: int, zone: ZoneInfo = OSLO) -> tuple[int, int]:
@@ -247,7 +247,11 @@ def test_period_index_matches_brute_force(edges, ts):
 
 def test_schedule_round_trips_through_json():
     ts = np.array([utc(2017, 1, 1, 5), utc(2017, 1, 2, 20)])
-    for kind, params in [("daily_slots", {"days": 2}), ("equal_count", {"n_periods": 3}), ("fixed", {"duration_s": 3600})]:
+    for kind, params in [
+        ("daily_slots", {"days": 2}),
+        ("equal_count", {"n_periods": 3}),
+        ("fixed", {"duration_s": 3600}),
+    ]:
         schedule = build_schedule(kind, ts, **params)
         again = Schedule.from_dict(json.loads(json.dumps(schedule.to_dict())))
         assert again == schedule

@@ -1,5 +1,6 @@
 """Seed sweeps (issue #20, item 1): eval_seed fixes the candidates, the sweep's configs, the
 combined summary, and (slow) `rtsim run --seeds 2` on the tiny preset end to end."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,16 @@ def _candidates(tiny, monkeypatch, **learner):
     strategies = replace(cfg.learner.strategies, enabled=["fine_tune"], serving="fine_tune")
     # 20 negatives: tiny's first online period has fewer than 999 eligible items, so with
     # the default every seed would take all of them
-    engine = Engine(replace(cfg.learner, strategies=strategies, pretrain=replace(cfg.learner.pretrain, epochs=1),
-                            eval=replace(cfg.learner.eval, negatives=20), **learner), phases)
+    engine = Engine(
+        replace(
+            cfg.learner,
+            strategies=strategies,
+            pretrain=replace(cfg.learner.pretrain, epochs=1),
+            eval=replace(cfg.learner.eval, negatives=20),
+            **learner,
+        ),
+        phases,
+    )
     for t, events in periods[:3]:
         engine.close_period(t, events)
     assert len(seen) == 1
@@ -67,9 +76,19 @@ def _frame(seed_shift: float) -> pd.DataFrame:
     for period, phase in ((5, "validation"), (6, "test"), (7, "test")):
         for strategy, level in (("sml", 0.30), ("fine_tune", 0.20)):
             value = level + seed_shift
-            rows.append({"period": period, "phase": phase, "strategy": strategy, "serving": int(strategy == "sml"),
-                         "n_interactions": 100, "recall@20": value + 0.1, "ndcg@20": value,
-                         "nonfinite_rows": 0, "retrain_seconds": 1.0 if strategy == "sml" else 0.1})
+            rows.append(
+                {
+                    "period": period,
+                    "phase": phase,
+                    "strategy": strategy,
+                    "serving": int(strategy == "sml"),
+                    "n_interactions": 100,
+                    "recall@20": value + 0.1,
+                    "ndcg@20": value,
+                    "nonfinite_rows": 0,
+                    "retrain_seconds": 1.0 if strategy == "sml" else 0.1,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -109,17 +128,39 @@ def test_the_reference_falls_back_to_the_serving_strategy():
 @pytest.mark.slow
 def test_rtsim_run_seeds_2_on_tiny_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--seeds", "2",
-                           "--set", "learner.strategies.enabled=[sml,fine_tune,spmf]",
-                           "--runs-dir", str(tmp_path), "--run-id", "sweep", "--no-progress"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "run",
+            "--preset",
+            "tiny",
+            "--seeds",
+            "2",
+            "--set",
+            "learner.strategies.enabled=[sml,fine_tune,spmf]",
+            "--runs-dir",
+            str(tmp_path),
+            "--run-id",
+            "sweep",
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     root = tmp_path / "sweep"
     frames = {s: pd.read_csv(root / f"seed-{s}" / "periods.csv") for s in (0, 1)}
     for s in (0, 1):
         assert (root / f"seed-{s}" / "summary.md").is_file()
         assert sorted(p.name for p in (root / f"seed-{s}" / "ranks").iterdir()) == [
-            "period-000005.npz", "period-000006.npz", "period-000007.npz"]
+            "period-000005.npz",
+            "period-000006.npz",
+            "period-000007.npz",
+        ]
     # the same interactions and candidates, different random streams
     a, b = (frames[s].set_index(["period", "strategy"]) for s in (0, 1))
     assert a["n_candidates"].equals(b["n_candidates"]) and a["n_interactions"].equals(b["n_interactions"])
@@ -129,7 +170,9 @@ def test_rtsim_run_seeds_2_on_tiny_end_to_end(tmp_path):
     assert "| sml − fine_tune |" in summary and "| sml − spmf |" in summary
     assert "Not computed" not in summary
     report = (root / "report.md").read_text()
-    assert "- seeds: 0, 1" in report and "lowest to the highest seed" in report and (root / "plots" / "ndcg.png").is_file()
+    assert (
+        "- seeds: 0, 1" in report and "lowest to the highest seed" in report and (root / "plots" / "ndcg.png").is_file()
+    )
 
 
 def test_the_report_of_a_sweep_draws_bands_and_the_sweep_tables(tmp_path):

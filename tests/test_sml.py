@@ -10,7 +10,9 @@ from learner.strategies.sml import Sml, SmlConfig, SmlS
 
 def _setup(**cfg):
     rng = np.random.default_rng(0)
-    shared = SharedState(seed=0, device="cpu", n_periods=6, phases=["pretrain", "online", "online", "validation", "test", "test"])
+    shared = SharedState(
+        seed=0, device="cpu", n_periods=6, phases=["pretrain", "online", "online", "validation", "test", "test"]
+    )
     users, items = rng.integers(0, 30, 300), rng.integers(0, 40, 300)
     shared.history.extend(users, items)
     shared.n_users, shared.n_items = 40, 50
@@ -66,7 +68,7 @@ def test_sml_s_equals_sml_until_validation_then_freezes_the_transfer():
     sml_s = SmlS(sml.cfg, sml.shared)
     sml_s.start(MF.from_rows(sml.base_u, sml.base_i))
     for t, phase in ((1, "online"), (2, "online")):
-        period = _period(t, phase, users[100 * (t - 1): 100 * t], items[100 * (t - 1): 100 * t])
+        period = _period(t, phase, users[100 * (t - 1) : 100 * t], items[100 * (t - 1) : 100 * t])
         sml.retrain(period)
         sml_s.retrain(period)
         assert torch.equal(sml.serving_embeddings()[1], sml_s.serving_embeddings()[1])
@@ -99,8 +101,9 @@ def test_state_round_trip_restores_everything():
 def test_sml_settings_configure_sml_s_too_so_their_work_stays_shared():
     from simulator.config import resolve
 
-    strategies = resolve("tiny", overrides=["learner.strategies.sml.rounds=5",
-                                            "learner.strategies.sml_s.frozen_step1_epochs=3"]).learner.strategies
+    strategies = resolve(
+        "tiny", overrides=["learner.strategies.sml.rounds=5", "learner.strategies.sml_s.frozen_step1_epochs=3"]
+    ).learner.strategies
     shared = SharedState(seed=0, device="cpu", n_periods=6, phases=["pretrain", "online", "validation"])
     sml, sml_s = Sml.from_settings(strategies, shared), SmlS.from_settings(strategies, shared)
     assert sml.cfg is sml_s.cfg and sml_s.cfg.rounds == 5 and sml_s.own.frozen_step1_epochs == 3

@@ -1,6 +1,7 @@
 """learner/stats.py: the intervals of a seed sweep, including issue #20's check that a sweep's
 interval contains the mean of a larger independent sample. Every random draw has a fixed seed,
 so these tests cannot flake: their outcome is decided once, for these numbers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,12 @@ def _simulated_gains(rng, n_seeds, n_interactions, effect=0.02, seed_sd=0.004):
     """Per-interaction NDCG-like gains of two strategies on shared interactions: each
     interaction has a difficulty shared by both (the pairing), each seed shifts a strategy."""
     difficulty = rng.beta(2, 5, n_interactions)
-    a = difficulty[None, :] + effect + rng.normal(0, seed_sd, (n_seeds, 1)) + rng.normal(0, 0.05, (n_seeds, n_interactions))
+    a = (
+        difficulty[None, :]
+        + effect
+        + rng.normal(0, seed_sd, (n_seeds, 1))
+        + rng.normal(0, 0.05, (n_seeds, n_interactions))
+    )
     b = difficulty[None, :] + rng.normal(0, seed_sd, (n_seeds, 1)) + rng.normal(0, 0.05, (n_seeds, n_interactions))
     return a - b
 
@@ -63,8 +69,10 @@ def test_paired_bootstrap_coverage_is_near_nominal(n_seeds):
     difference about 95% of the time, with 3 seeds as with 10."""
     rng = np.random.default_rng(CHECK_SEED + n_seeds)
     truth = 0.02  # the simulated effect: the mean over the seed and interaction populations
-    covered = [stats.paired_bootstrap(_simulated_gains(rng, n_seeds, 400, seed_sd=0.01), n_boot=400,
-                                      seed=i).contains(truth) for i in range(200)]
+    covered = [
+        stats.paired_bootstrap(_simulated_gains(rng, n_seeds, 400, seed_sd=0.01), n_boot=400, seed=i).contains(truth)
+        for i in range(200)
+    ]
     assert 0.90 <= np.mean(covered) <= 0.995
 
 

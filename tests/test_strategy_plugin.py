@@ -1,5 +1,6 @@
 """A strategy is one module: a throwaway strategy, defined here and nowhere else, registers
 with its own settings class and runs end to end on the tiny preset."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,14 @@ class HalfTune(MFStrategy):
     def retrain(self, period: Period) -> None:
         if period.index % self.cfg.every == 0:
             HalfTune.retrained.append((period.index, self.cfg))
-            train_mf(self.model, period.users, period.items, self.shared.sample_negatives,
-                     self.cfg.train, self.rng(period.index, "train"))
+            train_mf(
+                self.model,
+                period.users,
+                period.items,
+                self.shared.sample_negatives,
+                self.cfg.train,
+                self.rng(period.index, "train"),
+            )
 
 
 @pytest.fixture
@@ -57,9 +64,13 @@ def half_tune():
 def test_registered_strategy_gets_its_own_section(half_tune):
     cfg = resolve("tiny", overrides=["learner.strategies.half_tune.every=3"])
     assert cfg.learner.strategies.half_tune == HalfTuneConfig(every=3)
-    with pytest.raises(ConfigError, match=r"learner\.strategies\.half_tune\.every: 0 is not allowed; every must be >= 1"):
+    with pytest.raises(
+        ConfigError, match=r"learner\.strategies\.half_tune\.every: 0 is not allowed; every must be >= 1"
+    ):
         resolve("tiny", overrides=["learner.strategies.half_tune.every=0"])
-    with pytest.raises(ConfigError, match=r"unknown key learner\.strategies\.half_tune\.evrey; allowed keys here: every, train"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key learner\.strategies\.half_tune\.evrey; allowed keys here: every, train"
+    ):
         resolve("tiny", overrides=["learner.strategies.half_tune.evrey=3"])
 
 
@@ -70,9 +81,14 @@ def test_unregistered_strategy_has_no_section():
 
 
 def test_registered_strategy_runs_end_to_end_on_tiny(half_tune, tmp_path):
-    cfg = resolve("tiny", overrides=["learner.strategies.enabled=[fine_tune,half_tune]",
-                                     "learner.strategies.serving=half_tune",
-                                     "learner.strategies.half_tune.train.epochs=1"])
+    cfg = resolve(
+        "tiny",
+        overrides=[
+            "learner.strategies.enabled=[fine_tune,half_tune]",
+            "learner.strategies.serving=half_tune",
+            "learner.strategies.half_tune.train.epochs=1",
+        ],
+    )
     log, _ = prepare(cfg.data, tmp_path / "prepared", progress=False)
     run_dir = RunDir(tmp_path / "runs", "half-tune").create(cfg)
     run_embedded(cfg, log, run_dir, report=lambda line: None)

@@ -5,6 +5,7 @@ Each test but the last drives a real `rtsim run --preset tiny` subprocess, paced
 takes about 16 s of wall time, and acts through the addresses the run lists in its
 endpoints.json. The last one injects requests into the middle of a period's retraining.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,9 @@ def eventually(check, timeout_s: float = 10.0) -> None:
 
 
 def ctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simulator.cli", "ctl", *args], env=_env(),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "ctl", *args], env=_env(), capture_output=True, text=True, timeout=60
+    )
 
 
 def _env() -> dict[str, str]:
@@ -112,10 +114,28 @@ class LiveRun:
         self.stderr_path = runs_dir / f"{run_id}.stderr"
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--speed", str(SPEED),
-                 "--runs-dir", str(runs_dir), "--run-id", run_id, "--data-dir", data_dir, "--no-progress",
-                 *args],
-                stdout=out, stderr=err, env=_env())
+                [
+                    sys.executable,
+                    "-m",
+                    "simulator.cli",
+                    "run",
+                    "--preset",
+                    "tiny",
+                    "--speed",
+                    str(SPEED),
+                    "--runs-dir",
+                    str(runs_dir),
+                    "--run-id",
+                    run_id,
+                    "--data-dir",
+                    data_dir,
+                    "--no-progress",
+                    *args,
+                ],
+                stdout=out,
+                stderr=err,
+                env=_env(),
+            )
 
     @property
     def output(self) -> str:
@@ -128,6 +148,7 @@ class LiveRun:
                 return json.loads((self.path / "endpoints.json").read_text())
             except (FileNotFoundError, ValueError):  # not written yet, or half written
                 return None
+
         return poll(read, timeout_s, "endpoints.json")
 
     def closed_periods(self) -> list[int]:
@@ -142,6 +163,7 @@ class LiveRun:
         def closed():
             self._alive()
             return self.closed_periods()
+
         return poll(closed, timeout_s, "the first online period to close")
 
     def finish(self, timeout_s: float = RUN_TIMEOUT_S) -> pd.DataFrame:
@@ -227,8 +249,11 @@ def test_a_swap_over_http_mid_run_shows_in_metrics_periods_and_log(start_run):
         serving = {labels["strategy"]: value for labels, value in samples["rtsim_serving_strategy"]}
         assert serving.pop("fine_tune") == 1 and "sml" in serving and set(serving.values()) == {0}
         assert single(samples, "rtsim_strategy_swaps_total") == 1
-        fine_tune = {labels["k"]: value for labels, value in samples["rtsim_next_period_ndcg"]
-                     if labels["strategy"] == "fine_tune"}
+        fine_tune = {
+            labels["k"]: value
+            for labels, value in samples["rtsim_next_period_ndcg"]
+            if labels["strategy"] == "fine_tune"
+        }
         served = {labels["k"]: value for labels, value in samples["rtsim_serving_ndcg"]}
         assert sorted(served, key=int) == ["5", "10", "20"] and served == fine_tune
 
@@ -300,8 +325,9 @@ def _strategies(control: str) -> dict[str, dict]:
 
 
 def test_enabling_a_strategy_mid_run_starts_it_warm_at_the_next_boundary(start_run):
-    run = start_run("enable", "--set", "learner.strategies.enabled=[sml,fine_tune]",
-                    "--set", "learner.strategies.serving=fine_tune")
+    run = start_run(
+        "enable", "--set", "learner.strategies.enabled=[sml,fine_tune]", "--set", "learner.strategies.serving=fine_tune"
+    )
     control = run.endpoints()["learner"]["control"]
     closed = run.wait_for_an_online_period()
     assert not _strategies(control)["spmf"]["enabled"]
@@ -324,14 +350,18 @@ def test_enabling_a_strategy_mid_run_starts_it_warm_at_the_next_boundary(start_r
     # so it scores exactly as fine_tune does on that period
     first = frame[frame["period"] == filling + 1].set_index("strategy")
     metric_columns = [c for c in frame.columns if c.startswith(METRIC_COLUMNS_PREFIXES)]
-    assert np.array_equal(first.loc["spmf", metric_columns].to_numpy(float),
-                          first.loc["fine_tune", metric_columns].to_numpy(float), equal_nan=True)
+    assert np.array_equal(
+        first.loc["spmf", metric_columns].to_numpy(float),
+        first.loc["fine_tune", metric_columns].to_numpy(float),
+        equal_nan=True,
+    )
 
 
 def test_pause_resume_and_speed_through_the_producer_api(start_run):
     # one cheap strategy: the learner only has to keep up
-    run = start_run("pace", "--set", "learner.strategies.enabled=[fine_tune]",
-                    "--set", "learner.strategies.serving=fine_tune")
+    run = start_run(
+        "pace", "--set", "learner.strategies.enabled=[fine_tune]", "--set", "learner.strategies.serving=fine_tune"
+    )
     producer = run.endpoints()["producer"]
     control, metrics = producer["control"], producer["metrics"]
 
@@ -354,6 +384,7 @@ def test_pause_resume_and_speed_through_the_producer_api(start_run):
         now = produced()
         same, last[0] = now == last[0], now
         return same
+
     poll(settled, 10, "the producer to stop after pausing", interval_s=0)
     held = last[0]
     deadline = time.monotonic() + 2.0
@@ -388,16 +419,15 @@ def test_requests_made_while_a_period_closes_take_effect_as_answered(data_dir):
     is recorded, and the enable waits for the period its answer names."""
     from learner.engine import Engine
     from learner.metrics import LearnerMetrics
-    from simulator.stream import StreamLearner
     from replay_data.prepared import prepare
     from simulator.bus.memory import MemoryBus
     from simulator.config import resolve
     from simulator.control import LearnerCommands
     from simulator.producer import ReplayProducer
     from simulator.run import replay_settings
+    from simulator.stream import StreamLearner
 
-    cfg = resolve("tiny", overrides=["learner.strategies.enabled=[sml,fine_tune]",
-                                     "learner.strategies.serving=sml"])
+    cfg = resolve("tiny", overrides=["learner.strategies.enabled=[sml,fine_tune]", "learner.strategies.serving=sml"])
     log, _ = prepare(cfg.data, data_dir, progress=False)
     bus = MemoryBus()
     producer = ReplayProducer(bus, log, "mid-close", replay_settings(cfg, "tiny"))
@@ -408,8 +438,11 @@ def test_requests_made_while_a_period_closes_take_effect_as_answered(data_dir):
 
     def on_change(event: dict) -> None:  # as `rtsim run` wires it
         state = event["state"]
-        metrics.set_serving(state["serving"], sorted(set(state["enabled"]) | set(state["disabled"])),
-                            swapped=event["command"] == "serve")
+        metrics.set_serving(
+            state["serving"],
+            sorted(set(state["enabled"]) | set(state["disabled"])),
+            swapped=event["command"] == "serve",
+        )
 
     commands, answers = LearnerCommands(engine, on_change=on_change), {}
     close = engine.close_period
@@ -424,6 +457,7 @@ def test_requests_made_while_a_period_closes_take_effect_as_answered(data_dir):
                 answers["serve"] = commands.apply("serve", {"strategy": "fine_tune"})
                 answers["enable"] = commands.apply("enable", {"strategy": "spmf"})
                 return retrain(period)
+
             sml.retrain = retrain_after_requests
         return close(t, events)
 
@@ -434,16 +468,27 @@ def test_requests_made_while_a_period_closes_take_effect_as_answered(data_dir):
         rows.extend((r.period, r.strategy, int(r.serving)) for r in results)
         if t == 3:
             value = metrics.registry.get_sample_value
-            after_3.update(serving={s: value("rtsim_serving_strategy", {"strategy": s}) for s in ("sml", "fine_tune")},
-                           served=value("rtsim_serving_ndcg", {"k": "20"}),
-                           fine_tune=value("rtsim_next_period_ndcg", {"strategy": "fine_tune", "k": "20"}))
+            after_3.update(
+                serving={s: value("rtsim_serving_strategy", {"strategy": s}) for s in ("sml", "fine_tune")},
+                served=value("rtsim_serving_ndcg", {"k": "20"}),
+                fine_tune=value("rtsim_next_period_ndcg", {"strategy": "fine_tune", "k": "20"}),
+            )
 
     StreamLearner(bus, engine, manifest, prefix=cfg.bus.prefix, on_period=on_period, metrics=metrics).run()
     assert answers["serve"]["state"]["next_period"] == 4
     assert answers["enable"]["takes_effect"] == "when period 4 closes"
-    assert after_3 == {"serving": {"sml": 0, "fine_tune": 1}, "served": after_3["fine_tune"],
-                       "fine_tune": after_3["fine_tune"]}
+    assert after_3 == {
+        "serving": {"sml": 0, "fine_tune": 1},
+        "served": after_3["fine_tune"],
+        "fine_tune": after_3["fine_tune"],
+    }
     frame = pd.DataFrame(rows, columns=["period", "strategy", "serving"])
-    assert serving_by_period(frame) == {2: "sml", 3: "sml", 4: "fine_tune", 5: "fine_tune", 6: "fine_tune",
-                                        7: "fine_tune"}
+    assert serving_by_period(frame) == {
+        2: "sml",
+        3: "sml",
+        4: "fine_tune",
+        5: "fine_tune",
+        6: "fine_tune",
+        7: "fine_tune",
+    }
     assert sorted(frame.loc[frame["strategy"] == "spmf", "period"]) == [5, 6, 7]

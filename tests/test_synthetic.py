@@ -1,4 +1,5 @@
 """The synthetic stream: contract, determinism, and the dynamics retraining depends on."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,7 +13,13 @@ from hypothesis import strategies as st
 
 from replay_data.rejects import Rejects
 from replay_data.synthetic import (
-    DAY, PRESETS, SyntheticWorld, expected_totals, generate, latent_factors, read_synthetic,
+    DAY,
+    PRESETS,
+    SyntheticWorld,
+    expected_totals,
+    generate,
+    latent_factors,
+    read_synthetic,
 )
 
 
@@ -47,8 +54,9 @@ def test_another_seed_another_stream():
     assert (a.ts != b.ts).mean() > 0.5
 
 
-@pytest.mark.parametrize("name, scale", [("tiny", 1.0), ("demo", 1.0),
-                                         ("synthetic-news", 0.01), ("synthetic-business", 0.01)])
+@pytest.mark.parametrize(
+    "name, scale", [("tiny", 1.0), ("demo", 1.0), ("synthetic-news", 0.01), ("synthetic-business", 0.01)]
+)
 def test_contract_and_totals(name, scale):
     world = SyntheticWorld.preset(name, scale)
     df = stream(name, scale)
@@ -131,21 +139,22 @@ def taste_gap(world: SyntheticWorld, seed: int = 0) -> float:
     return float((chosen - baseline).mean())
 
 
-@pytest.mark.parametrize("taste_strength, drift_share, low, high", [
-    (1.5, 0.3, 0.3, np.inf),  # the demo world as it is: choices follow taste
-    (0.0, 0.3, -0.05, 0.05),  # no taste: the chosen item is as good as any live one
-    (1.5, 1.0, -0.05, 0.05),  # all taste is short-term interest, unrelated to long-term
-])
+@pytest.mark.parametrize(
+    "taste_strength, drift_share, low, high",
+    [
+        (1.5, 0.3, 0.3, np.inf),  # the demo world as it is: choices follow taste
+        (0.0, 0.3, -0.05, 0.05),  # no taste: the chosen item is as good as any live one
+        (1.5, 1.0, -0.05, 0.05),  # all taste is short-term interest, unrelated to long-term
+    ],
+)
 def test_choices_follow_latent_taste(taste_strength, drift_share, low, high):
-    world = replace(SyntheticWorld.preset("demo"), taste_strength=taste_strength,
-                    drift_share=drift_share)
+    world = replace(SyntheticWorld.preset("demo"), taste_strength=taste_strength, drift_share=drift_share)
     assert low < taste_gap(world) < high
 
 
 def test_read_synthetic_is_the_generator_behind_the_reader_contract():
     rejects = Rejects()
-    chunks = list(read_synthetic("demo", 3, rejects, scale=0.2, chunk_rows=2_000,
-                                 taste_strength=0.5))
+    chunks = list(read_synthetic("demo", 3, rejects, scale=0.2, chunk_rows=2_000, taste_strength=0.5))
     assert [len(c) for c in chunks] == [2_000] * 3
     world = replace(PRESETS["demo"], taste_strength=0.5).scaled(0.2)
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), collect(world, 3))
@@ -156,9 +165,17 @@ def test_read_synthetic_is_the_generator_behind_the_reader_contract():
         read_synthetic("synthetic-movies", 0)
 
 
-@pytest.mark.parametrize("bad", [dict(n_users=0), dict(n_users=10, n_events=5),
-                                 dict(drift_share=1.5), dict(daily_amplitude=1.0),
-                                 dict(popularity_decay_seconds=0.0), dict(taste_strength=-1.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(n_users=0),
+        dict(n_users=10, n_events=5),
+        dict(drift_share=1.5),
+        dict(daily_amplitude=1.0),
+        dict(popularity_decay_seconds=0.0),
+        dict(taste_strength=-1.0),
+    ],
+)
 def test_invalid_worlds_are_refused(bad):
     with pytest.raises(ValueError, match="invalid SyntheticWorld"):
         SyntheticWorld(**bad)

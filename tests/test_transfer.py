@@ -55,7 +55,7 @@ def test_product_row_carries_no_gradient_to_the_new_row_beyond_its_own_row():
     grad_with_product = new.grad.clone()
     # the same net with the product row replaced by a constant gives the same gradient
     new2 = new.detach().clone().requires_grad_(True)
-    product = (old * new.detach() / old.norm(dim=1, keepdim=True))
+    product = old * new.detach() / old.norm(dim=1, keepdim=True)
     z = gelu_sigmoid(t.conv1(torch.stack([old, new2, product], dim=1).unsqueeze(1)))
     out = t.fc2(gelu_sigmoid(t.fc1(gelu_sigmoid(t.conv2(z).flatten(1)))))
     out.sum().backward()

@@ -1,4 +1,5 @@
 """The same config gives the same periods over every transport, and the bus loses nothing."""
+
 from __future__ import annotations
 
 import gc
@@ -18,17 +19,17 @@ import torch
 from learner.checkpoint import CheckpointStore
 from learner.engine import Engine
 from learner.results import as_row
-from simulator.stream import StreamLearner
 from learner.windows import PeriodWindows
 from replay_data.prepared import prepare
+from simulator import run as simulator_run
 from simulator.bus import wire
 from simulator.bus.memory import MemoryBus
 from simulator.config import resolve
 from simulator.kafka_local import free_port
-from simulator import run as simulator_run
 from simulator.producer import ReplayProducer
-from simulator.run import load_checkpoint, prepared_periods, replay_settings, run_embedded
+from simulator.run import load_checkpoint, replay_settings, run_embedded
 from simulator.rundir import RunDir
+from simulator.stream import StreamLearner
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +62,9 @@ def _run(tmp_path, tiny_log, overrides, run_id):
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_exact=True,
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        a.reset_index(drop=True), b.reset_index(drop=True), check_exact=True, check_dtype=False
+    )
 
 
 def test_memory_bus_equals_the_direct_engine(tmp_path, tiny_log, direct_periods):
@@ -72,8 +74,12 @@ def test_memory_bus_equals_the_direct_engine(tmp_path, tiny_log, direct_periods)
 @pytest.mark.kafka
 def test_kafka_with_three_partitions_equals_the_memory_bus(tmp_path, tiny_log, direct_periods, kafka_bootstrap):
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    frame = _run(tmp_path, tiny_log, [f"bus.url=kafka://{kafka_bootstrap}", f"bus.prefix={prefix}",
-                                      "replay.partitions=3"], "kafka")
+    frame = _run(
+        tmp_path,
+        tiny_log,
+        [f"bus.url=kafka://{kafka_bootstrap}", f"bus.prefix={prefix}", "replay.partitions=3"],
+        "kafka",
+    )
     _same(frame, direct_periods)
 
 
@@ -83,13 +89,44 @@ def test_two_processes_equal_the_embedded_run(tmp_path, direct_periods, kafka_bo
     prefix = f"t{uuid.uuid4().hex[:8]}"
     common = ["--bus", f"kafka://{kafka_bootstrap}", "--set", f"bus.prefix={prefix}", "--run-id", "two"]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "learner-cache")}  # nothing prepared there
-    learner = subprocess.Popen([sys.executable, "-m", "simulator.cli", "learn", "--preset", "tiny",
-                                "--runs-dir", str(tmp_path / "runs"), "--wait", "120", *common],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    replay = subprocess.run([sys.executable, "-m", "simulator.cli", "replay", "--preset", "tiny",
-                             "--data-dir", str(tmp_path / "prepared"), "--no-progress", *common,
-                             "--set", "replay.partitions=4"],
-                            capture_output=True, text=True, timeout=300)
+    learner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "learn",
+            "--preset",
+            "tiny",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--wait",
+            "120",
+            *common,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    replay = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "replay",
+            "--preset",
+            "tiny",
+            "--data-dir",
+            str(tmp_path / "prepared"),
+            "--no-progress",
+            *common,
+            "--set",
+            "replay.partitions=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     out, _ = learner.communicate(timeout=300)
     assert learner.returncode == 0, out
@@ -108,8 +145,13 @@ def _produce_and_learn(bus, log, cfg, run_id, inject=None):
     producer.run()
     deadletters: list[dict] = []
     engine = Engine(cfg.learner, manifest["phases"])
-    learner = StreamLearner(bus, engine, manifest, prefix=settings.prefix,
-                            deadletter=deadletters.append if isinstance(bus, MemoryBus) else None)
+    learner = StreamLearner(
+        bus,
+        engine,
+        manifest,
+        prefix=settings.prefix,
+        deadletter=deadletters.append if isinstance(bus, MemoryBus) else None,
+    )
     learner.run()
     return learner, deadletters
 
@@ -130,8 +172,12 @@ def _topic_events(bus, topic):
 
 def _inject_bad_records(bus, topic):
     producer = bus.producer()
-    bad = [(b"{nope", wire.headers(wire.EVENTS)), (b'{"ts": 1, "user": "u"}', wire.headers(wire.EVENTS)),
-           (b"\xff\xfe", wire.headers(wire.EVENTS)), (b"{}", {wire.TYPE_HEADER: "events", wire.FORMAT_HEADER: "7"})]
+    bad = [
+        (b"{nope", wire.headers(wire.EVENTS)),
+        (b'{"ts": 1, "user": "u"}', wire.headers(wire.EVENTS)),
+        (b"\xff\xfe", wire.headers(wire.EVENTS)),
+        (b"{}", {wire.TYPE_HEADER: "events", wire.FORMAT_HEADER: "7"}),
+    ]
     for value, headers in bad:
         producer.send(topic, value, partition=0, headers=headers)
     producer.close()
@@ -221,8 +267,9 @@ def test_events_after_the_end_marker_are_counted_and_dead_lettered(tiny_log, dir
     stray.send(producer.topic, value, partition=0, headers=headers)
     stray.close()
     letters: list[dict] = []
-    learner = StreamLearner(bus, Engine(cfg.learner, manifest["phases"]), manifest, prefix=settings.prefix,
-                            deadletter=letters.append)
+    learner = StreamLearner(
+        bus, Engine(cfg.learner, manifest["phases"]), manifest, prefix=settings.prefix, deadletter=letters.append
+    )
     learner.run()
     _same(direct_periods, _deterministic(pd.DataFrame(learner.rows)))
     assert dict(learner.stats.rejected) == {"after_end": 1}
@@ -231,19 +278,55 @@ def test_events_after_the_end_marker_are_counted_and_dead_lettered(tiny_log, dir
 
 def test_unreachable_broker_fails_fast_with_a_clear_error(tmp_path):
     port = free_port()
-    result = subprocess.run([sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--bus",
-                             f"kafka://127.0.0.1:{port}", "--set", "bus.connect_timeout_s=2",
-                             "--runs-dir", str(tmp_path), "--data-dir", str(tmp_path / "prepared"), "--no-progress"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "run",
+            "--preset",
+            "tiny",
+            "--bus",
+            f"kafka://127.0.0.1:{port}",
+            "--set",
+            "bus.connect_timeout_s=2",
+            "--runs-dir",
+            str(tmp_path),
+            "--data-dir",
+            str(tmp_path / "prepared"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert f"127.0.0.1:{port}" in result.stderr and "rtsim kafka up" in result.stderr
 
 
 def test_ctrl_c_stops_producer_and_learner_cleanly(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", "--preset", "tiny", "--speed", "600",
-                             "--runs-dir", str(tmp_path), "--run-id", "stopped", "--data-dir",
-                             str(tmp_path / "prepared"), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "run",
+            "--preset",
+            "tiny",
+            "--speed",
+            "600",
+            "--runs-dir",
+            str(tmp_path),
+            "--run-id",
+            "stopped",
+            "--data-dir",
+            str(tmp_path / "prepared"),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "stopped" / "periods.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -288,8 +371,14 @@ def test_a_resume_closes_no_period_before_its_events_are_read_again(tmp_path, ti
             raise _Crash
 
     store = CheckpointStore(tmp_path / "checkpoints")
-    first = StreamLearner(bus, Engine(cfg.learner, manifest["phases"]), manifest, prefix=settings.prefix,
-                          checkpoints=store, on_period=crash)
+    first = StreamLearner(
+        bus,
+        Engine(cfg.learner, manifest["phases"]),
+        manifest,
+        prefix=settings.prefix,
+        checkpoints=store,
+        on_period=crash,
+    )
     with pytest.raises(_Crash):
         first.run()
     state, _ = store.load_latest()
@@ -297,8 +386,13 @@ def test_a_resume_closes_no_period_before_its_events_are_read_again(tmp_path, ti
     windows.load_state_dict(state["windows"])
     assert windows.pop_closed() is not None, "the restored windows alone would close the open period"
 
-    second = StreamLearner(_OneRecordPolls(bus), Engine(cfg.learner, manifest["phases"]), manifest,
-                           prefix=settings.prefix, checkpoints=CheckpointStore(tmp_path / "resumed"))
+    second = StreamLearner(
+        _OneRecordPolls(bus),
+        Engine(cfg.learner, manifest["phases"]),
+        manifest,
+        prefix=settings.prefix,
+        checkpoints=CheckpointStore(tmp_path / "resumed"),
+    )
     second.restore(state)
     second.run()
     _same(direct_periods, _deterministic(pd.DataFrame(second.rows)))

@@ -40,7 +40,7 @@ def test_late_and_out_of_schedule_events_are_counted_not_lost():
     assert [len(f) for _, f in _drain(w)] == [1]
     _add(w, 0, 1, [101, 115])  # 101 arrives after period 0 closed: late, folded into period 1
     w.end(0)
-    (t, frame), = _drain(w)
+    ((t, frame),) = _drain(w)
     assert t == 1 and sorted(frame["ts"].tolist()) == [101, 115]
     assert w.stats.late == 1 and w.stats.consumed == 3
     assert dict(w.stats.outside) == {"before_schedule": 1, "after_schedule": 1}

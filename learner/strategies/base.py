@@ -1,4 +1,5 @@
 """The strategy interface and its registry: a new strategy is one new module here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,13 +14,12 @@ import torch
 
 from learner.mf import MF
 from learner.period import Period, SharedState
-
 from replay_data.typed_config import not_allowed
 
-REGISTRY: dict[str, type["Strategy"]] = {}
+REGISTRY: dict[str, type[Strategy]] = {}
 
 
-def register(cls: type["Strategy"]) -> type["Strategy"]:
+def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make `cls` a strategy by its `name`, configured by `cls.config`
     (the section `learner.strategies.<name>`)."""
     if cls.name in _SECTION_KEYS:
@@ -42,9 +42,7 @@ class StrategiesSection:
     """`learner.strategies`: these settings plus one section per registered strategy, named
     after it and typed by its `config` (built by `strategies_section`)."""
 
-    enabled: list[str] = field(
-        default_factory=lambda: ["sml", "sml_s", "fine_tune", "full_retrain", "spmf"]
-    )
+    enabled: list[str] = field(default_factory=lambda: ["sml", "sml_s", "fine_tune", "full_retrain", "spmf"])
     serving: str = "sml"
     # A strategy that would repeat another's retrain exactly (equal state, equal work: SML-S
     # until validation) copies its result instead; false recomputes it
@@ -62,8 +60,9 @@ class StrategiesSection:
             if name in self.enabled[:i]:
                 raise not_allowed(f"enabled[{i}]", name, "each strategy may be listed once")
         if self.serving not in self.enabled:
-            raise not_allowed("serving", self.serving,
-                              f"serve one of the enabled strategies: {', '.join(self.enabled)}")
+            raise not_allowed(
+                "serving", self.serving, f"serve one of the enabled strategies: {', '.join(self.enabled)}"
+            )
 
 
 _SECTION_KEYS = frozenset(f.name for f in dataclasses.fields(StrategiesSection))
@@ -79,7 +78,8 @@ def _section(strategies: tuple[tuple[str, type], ...]) -> type[StrategiesSection
     return dataclasses.make_dataclass(
         "StrategiesConfig",
         [(name, config, field(default=config())) for name, config in strategies],
-        bases=(StrategiesSection,), frozen=True,
+        bases=(StrategiesSection,),
+        frozen=True,
         namespace={"known": tuple(name for name, _ in strategies), "__module__": __name__},
     )
 
@@ -102,7 +102,7 @@ class Strategy(ABC):
         self.shared = shared
 
     @classmethod
-    def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> "Strategy":
+    def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> Strategy:
         """A new instance configured from the whole strategies section: by default from its
         own key alone (SML-S also reads SML's)."""
         return cls(getattr(strategies, cls.name), shared)
@@ -137,11 +137,15 @@ class Strategy(ABC):
 def same_state(a: Any, b: Any) -> bool:
     """Whether two state_dict()s hold the same values, exactly (tensors and arrays included)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
-                and a.device == b.device and torch.equal(a, b))
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.device == b.device
+            and torch.equal(a, b)
+        )
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype \
-            and np.array_equal(a, b)
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):

@@ -1,4 +1,5 @@
 """Fine-tune: every period, warm-started training on the newest period only."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,5 +22,11 @@ class FineTune(MFStrategy):
     cfg: FineTuneConfig
 
     def retrain(self, period: Period) -> None:
-        train_mf(self.model, period.users, period.items, self.shared.sample_negatives,
-                 self.cfg.train, self.rng(period.index, "train"))
+        train_mf(
+            self.model,
+            period.users,
+            period.items,
+            self.shared.sample_negatives,
+            self.cfg.train,
+            self.rng(period.index, "train"),
+        )

@@ -1,4 +1,5 @@
 """Frozen: serve the pretrained base model forever (the no-retraining reference)."""
+
 from __future__ import annotations
 
 from learner.period import Period

@@ -1,4 +1,5 @@
 """Full-retrain: every period, warm-started training on all data seen so far."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,5 +23,11 @@ class FullRetrain(MFStrategy):
 
     def retrain(self, period: Period) -> None:
         history = self.shared.history
-        train_mf(self.model, history.users, history.items, self.shared.sample_negatives,
-                 self.cfg.train, self.rng(period.index, "train"))
+        train_mf(
+            self.model,
+            history.users,
+            history.items,
+            self.shared.sample_negatives,
+            self.cfg.train,
+            self.rng(period.index, "train"),
+        )

@@ -14,6 +14,7 @@ where most rows are dead (news; docs/fidelity.md, "Divergence"): step 2 draws it
 negatives from the next period's own items (`step2_negatives`), and ŵ trains with dense
 Adam (`w_hat_adam`).
 """
+
 from __future__ import annotations
 
 import os
@@ -92,7 +93,6 @@ def resolve_rounds(cfg: SmlConfig, n_periods: int) -> int:
     return 7 if n_periods >= 63 else 10
 
 
-
 @register
 class Sml(Strategy):
     name = "sml"
@@ -110,7 +110,8 @@ class Sml(Strategy):
         # one Adam for Θ, kept across periods; coupled weight decay = λ2 as in the reference
         self.theta_opt = torch.optim.Adam(
             list(self.theta_u.parameters()) + list(self.theta_i.parameters()),
-            lr=self.cfg.step2.lr, weight_decay=self.cfg.step2.l2,
+            lr=self.cfg.step2.lr,
+            weight_decay=self.cfg.step2.l2,
         )
         self.base_u, self.base_i = base.users.weight.clone(), base.items.weight.clone()
         self.w_hat = MF.from_rows(self.base_u, self.base_i)
@@ -181,8 +182,10 @@ class Sml(Strategy):
 
     def _transfer_tables(self, w_hat: MF) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = self.cfg.chunk_rows
-        return (self.theta_u.apply_table(self.base_u, w_hat.users.weight, chunk),
-                self.theta_i.apply_table(self.base_i, w_hat.items.weight, chunk))
+        return (
+            self.theta_u.apply_table(self.base_u, w_hat.users.weight, chunk),
+            self.theta_i.apply_table(self.base_i, w_hat.items.weight, chunk),
+        )
 
     def _step1(self, users: np.ndarray, items: np.ndarray, epochs: int, rng: np.random.Generator) -> None:
         """Learn ŵ on D through the frozen transfer: L_r = BCE(f(W, ŵ)) + λ1/2 Σ_batch |ŵ|²."""
@@ -211,8 +214,9 @@ class Sml(Strategy):
     def _step2(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
         """Learn Θ on the next period with W_{s-1} and ŵ_s fixed: L_s = BCE(f(W, ŵ)) (+ λ2 via Adam)."""
         spec: TrainSpec = self.cfg.step2
-        negatives = period_negatives(users, items) if self.cfg.step2_negatives == "period" \
-            else self.shared.sample_negatives
+        negatives = (
+            period_negatives(users, items) if self.cfg.step2_negatives == "period" else self.shared.sample_negatives
+        )
         for _ in range(spec.epochs):
             for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, negatives, rng):
                 out_u = self.theta_u(*_rows(uu, self.base_u, self.w_hat.users.weight)).index_select(0, u_inv)
@@ -222,8 +226,9 @@ class Sml(Strategy):
                 loss.backward()
                 self.theta_opt.step()
 
-    def _batches(self, users: np.ndarray, items: np.ndarray, batch: int, negatives: NegativeSampler,
-                 rng: np.random.Generator):
+    def _batches(
+        self, users: np.ndarray, items: np.ndarray, batch: int, negatives: NegativeSampler, rng: np.random.Generator
+    ):
         """Shuffled batches with one sampled negative per row, as unique rows and inverses,
         so the transfer runs once per distinct user and item: (b, uu, u_inv, ii, i_inv)
         where items ii[i_inv[:b]] are the positives and ii[i_inv[b:]] the negatives."""
@@ -244,10 +249,13 @@ class Sml(Strategy):
 
     def state_dict(self) -> dict:
         return {
-            "theta_u": self.theta_u.state_dict(), "theta_i": self.theta_i.state_dict(),
+            "theta_u": self.theta_u.state_dict(),
+            "theta_i": self.theta_i.state_dict(),
             "theta_opt": self.theta_opt.state_dict(),
-            "base": (self.base_u, self.base_i), "serve": (self.serve_u, self.serve_i),
-            "w_hat": self.w_hat.state_dict(), "task": self.task,
+            "base": (self.base_u, self.base_i),
+            "serve": (self.serve_u, self.serve_i),
+            "w_hat": self.w_hat.state_dict(),
+            "task": self.task,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -291,7 +299,7 @@ class SmlS(Sml):
         self.own = own
 
     @classmethod
-    def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> "SmlS":
+    def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> SmlS:
         return cls(strategies.sml, shared, strategies.sml_s)
 
     def frozen(self, period: Period) -> bool:

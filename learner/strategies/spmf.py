@@ -1,4 +1,5 @@
 """SPMF: fine-tune on the newest period plus a reservoir of history, hard rows favoured."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,15 +43,27 @@ class Spmf(MFStrategy):
         items = np.concatenate([self.reservoir.items, period.items])
         weights = self._hardness_weights(users, items)
         spec = self.cfg.train
-        train_mf(self.model, users, items, self.shared.sample_negatives, spec,
-                 self.rng(period.index, "train"), batches=lambda g: weighted_batches(weights, spec.batch, g))
+        train_mf(
+            self.model,
+            users,
+            items,
+            self.shared.sample_negatives,
+            spec,
+            self.rng(period.index, "train"),
+            batches=lambda g: weighted_batches(weights, spec.batch, g),
+        )
         self.reservoir.offer(period.users, period.items, self.rng(period.index, "reservoir"))
 
     def _hardness_weights(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """exp(rank / N) with rank 1 = the highest-scored row: low-scored rows weigh up to e x more."""
         p, q = self.model.embeddings()
         with torch.no_grad():
-            scores = (p[torch.as_tensor(users, device=p.device)] * q[torch.as_tensor(items, device=p.device)]).sum(1).cpu().numpy()
+            scores = (
+                (p[torch.as_tensor(users, device=p.device)] * q[torch.as_tensor(items, device=p.device)])
+                .sum(1)
+                .cpu()
+                .numpy()
+            )
         order = np.argsort(-scores, kind="stable")
         rank = np.empty(len(scores), dtype=np.float64)
         rank[order] = np.arange(1, len(scores) + 1)

@@ -11,6 +11,7 @@ below_stars, outside_years, below_rating). Every reader takes `progress` (a byte
 progress bar on a TTY) and `chunk_rows`; line-based ones also take `max_line_bytes`
 (default 16 MiB).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,23 +43,20 @@ READERS: dict[str, Reader] = {
 
 READER_HELP: dict[str, str] = {
     "adressa": "Adressa news clicks: folder of daily JSON-lines files or the .tar.gz "
-               "(min_active_time, subscribers_only)",
+    "(min_active_time, subscribers_only)",
     "yelp": "Yelp reviews: yelp_academic_dataset_review.json (min_stars, years)",
     "movielens": "MovieLens ratings: ratings.csv, ratings.dat or u.data (min_rating, format)",
-    "csv": "any delimited file with a header (user_col, item_col, ts_col, ts_unit or "
-           "date_format, delimiter)",
+    "csv": "any delimited file with a header (user_col, item_col, ts_col, ts_unit or date_format, delimiter)",
     "parquet": "any Parquet file (user_col, item_col, ts_col, ts_unit or date_format)",
 }
 
 
-def read(dataset: str, path: str | os.PathLike, rejects: Rejects,
-         **options) -> Iterator[pd.DataFrame]:
+def read(dataset: str, path: str | os.PathLike, rejects: Rejects, **options) -> Iterator[pd.DataFrame]:
     """Stream `path` with the reader registered as `dataset`."""
     try:
         reader = READERS[dataset]
     except KeyError:
-        raise ConfigError(f"unknown dataset reader {dataset!r}; known readers: "
-                         f"{', '.join(READERS)}") from None
+        raise ConfigError(f"unknown dataset reader {dataset!r}; known readers: {', '.join(READERS)}") from None
     return reader(path, rejects, **options)
 
 
@@ -75,8 +73,11 @@ def check_options(dataset: str, options: Mapping[str, Any], path: str = "data.re
     try:
         reader = READERS[dataset]
     except KeyError:
-        raise ConfigError(f"data.dataset: unknown dataset reader {dataset!r}; known readers: "
-                          f"{', '.join(READERS)}, or a synthetic world (synthetic-*)", located=True) from None
+        raise ConfigError(
+            f"data.dataset: unknown dataset reader {dataset!r}; known readers: "
+            f"{', '.join(READERS)}, or a synthetic world (synthetic-*)",
+            located=True,
+        ) from None
     try:
         build(_options_class(dataset, reader), dict(options), path)
     except ConfigError as err:
@@ -91,8 +92,11 @@ def _options_class(dataset: str, reader: Reader) -> type:
     for name, param in inspect.signature(reader).parameters.items():
         if param.kind is not inspect.Parameter.KEYWORD_ONLY or name in _CALLER_OPTIONS:
             continue
-        default = dataclasses.field() if param.default is inspect.Parameter.empty \
+        default = (
+            dataclasses.field()
+            if param.default is inspect.Parameter.empty
             else dataclasses.field(default=param.default)
+        )
         fields.append((name, hints.get(name, Any), default))
     # required options first: a dataclass wants its fields without defaults before the others
     fields.sort(key=lambda f: f[2].default is not dataclasses.MISSING)

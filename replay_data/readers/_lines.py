@@ -5,6 +5,7 @@ small `parse(text)` function. That function raises `Reject` for a malformed reco
 `Drop` for one left out by design; `parse_lines` counts both in `Rejects` with the line's
 `file:line`, and `to_chunks` packs the surviving tuples into DataFrames of bounded size.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -60,11 +61,19 @@ class Drop(Exception):
 
 # -- opening and progress ---------------------------------------------------------------
 
+
 @contextmanager
 def progress_bar(total: int, desc: str, enabled: bool, unit: str = "B") -> Iterator[tqdm]:
     """A bar over bytes read; `disable=None` lets tqdm hide it when stderr is not a TTY."""
-    bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, unit_divisor=1024,
-               disable=None if enabled else True, leave=False)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=None if enabled else True,
+        leave=False,
+    )
     try:
         yield bar
     finally:
@@ -99,8 +108,9 @@ def readable(path: Path) -> Iterator[None]:
     try:
         yield
     except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError) as err:
-        raise MalformedInputError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); "
-                                  "copy or download it again") from None
+        raise MalformedInputError(
+            f"{path} is truncated or corrupt ({type(err).__name__}: {err}); copy or download it again"
+        ) from None
 
 
 @contextmanager
@@ -131,8 +141,10 @@ def existing(path: str | os.PathLike) -> Path:
 
 # -- lines ------------------------------------------------------------------------------
 
-def iter_lines(stream: BinaryIO, name: str, rejects: Rejects,
-               max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+
+def iter_lines(
+    stream: BinaryIO, name: str, rejects: Rejects, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, str]]:
     """Yield (line number, text without its line break) for every non-empty line.
 
     Reads fixed-size blocks and keeps at most `max_line_bytes` of an unfinished line, so an
@@ -171,8 +183,9 @@ def iter_lines(stream: BinaryIO, name: str, rejects: Rejects,
             too_long, pending = True, b""
 
 
-def parse_lines(lines: Iterable[tuple[int, str]], name: str, parse: Callable[[str], Event],
-                rejects: Rejects) -> Iterator[Event]:
+def parse_lines(
+    lines: Iterable[tuple[int, str]], name: str, parse: Callable[[str], Event], rejects: Rejects
+) -> Iterator[Event]:
     """Apply `parse` to every line, counting rejected and dropped records by reason."""
     for lineno, text in lines:
         try:
@@ -187,6 +200,7 @@ def parse_lines(lines: Iterable[tuple[int, str]], name: str, parse: Callable[[st
 
 
 # -- field helpers ----------------------------------------------------------------------
+
 
 def to_seconds(value: Any, unit: str = "s") -> int | None:
     """Whole unix seconds from an int or float in `unit` ("s" or "ms"); None if unusable."""
@@ -255,8 +269,10 @@ def number_field(record: dict, key: str) -> float:
 
 # -- chunks -----------------------------------------------------------------------------
 
-def to_chunks(events: Iterable[Event], columns: tuple[str, ...] = EVENT_COLUMNS,
-              chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+
+def to_chunks(
+    events: Iterable[Event], columns: tuple[str, ...] = EVENT_COLUMNS, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
     """Pack event tuples into DataFrames of at most `chunk_rows` rows, in arrival order."""
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
@@ -281,11 +297,18 @@ def _frame(batch: list[Event], columns: tuple[str, ...]) -> pd.DataFrame:
 Parser = Callable[[str], Event]
 
 
-def read_text_file(path: Path, desc: str, rejects: Rejects, *, parse: Parser | None = None,
-                   header: Callable[[str], Parser] | None = None,
-                   columns: tuple[str, ...] = EVENT_COLUMNS, progress: bool = True,
-                   chunk_rows: int = CHUNK_ROWS,
-                   max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[pd.DataFrame]:
+def read_text_file(
+    path: Path,
+    desc: str,
+    rejects: Rejects,
+    *,
+    parse: Parser | None = None,
+    header: Callable[[str], Parser] | None = None,
+    columns: tuple[str, ...] = EVENT_COLUMNS,
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[pd.DataFrame]:
     """The whole pipeline for a one-file, one-record-per-line source.
 
     With `header`, the first line names the columns and `header(first_line)` builds the

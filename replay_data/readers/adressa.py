@@ -15,6 +15,7 @@ input collects subscriber ids (parsing only lines that mention "pluss"), and the
 pass keeps their clicks. Cost: the input is read, and an archive decompressed, twice;
 the id set stays in memory (roughly 100 bytes per subscriber).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,24 @@ import pandas as pd
 from tqdm import tqdm
 
 from replay_data.readers._lines import (
-    CHUNK_ROWS, EVENT_ID_COLUMNS, MAX_LINE_BYTES, Drop, Event, Reject, existing, file_size,
-    id_field, iter_lines, load_object, open_counted, optional_id, parse_lines, progress_bar, readable,
-    to_chunks, to_seconds,
+    CHUNK_ROWS,
+    EVENT_ID_COLUMNS,
+    MAX_LINE_BYTES,
+    Drop,
+    Event,
+    Reject,
+    existing,
+    file_size,
+    id_field,
+    iter_lines,
+    load_object,
+    open_counted,
+    optional_id,
+    parse_lines,
+    progress_bar,
+    readable,
+    to_chunks,
+    to_seconds,
 )
 from replay_data.rejects import InputError, Rejects
 
@@ -39,10 +55,16 @@ _DAY_SUFFIXES = ("", ".json", ".jsonl")
 _URL_KEYS = ("url", "canonicalUrl")
 
 
-def read_adressa(path: str | os.PathLike, rejects: Rejects, *,
-                 min_active_time: float | None = None, subscribers_only: bool = False,
-                 progress: bool = True, chunk_rows: int = CHUNK_ROWS,
-                 max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[pd.DataFrame]:
+def read_adressa(
+    path: str | os.PathLike,
+    rejects: Rejects,
+    *,
+    min_active_time: float | None = None,
+    subscribers_only: bool = False,
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[pd.DataFrame]:
     """Stream clicks as chunks of `ts, user, item, event_id`.
 
     min_active_time: keep clicks whose `activeTime` (seconds) is at least this; a click
@@ -56,16 +78,22 @@ def read_adressa(path: str | os.PathLike, rejects: Rejects, *,
     return _read(source, rejects, parse, subscribers_only, progress, chunk_rows, max_line_bytes)
 
 
-def _read(source: Path, rejects: Rejects, parse: partial, subscribers_only: bool,
-          progress: bool, chunk_rows: int, max_line_bytes: int) -> Iterator[pd.DataFrame]:
+def _read(
+    source: Path,
+    rejects: Rejects,
+    parse: partial,
+    subscribers_only: bool,
+    progress: bool,
+    chunk_rows: int,
+    max_line_bytes: int,
+) -> Iterator[pd.DataFrame]:
     if subscribers_only:
         parse = partial(parse, subscribers=_subscribers(source, progress, max_line_bytes))
     clicks = _parsed(source, rejects, parse, progress, max_line_bytes)
     yield from to_chunks(clicks, EVENT_ID_COLUMNS, chunk_rows)
 
 
-def _click(text: str, *, min_active_time: float | None,
-           subscribers: set[str] | None = None) -> Event:
+def _click(text: str, *, min_active_time: float | None, subscribers: set[str] | None = None) -> Event:
     # Most lines are views without "id"; not parsing them saves about half the work. So a
     # damaged line that never mentions "id" counts as not_a_click rather than bad_json.
     if '"id"' not in text:
@@ -112,8 +140,7 @@ def _subscribers(source: Path, progress: bool, max_line_bytes: int) -> set[str]:
     return users
 
 
-def _parsed(source: Path, rejects: Rejects, parse: partial, progress: bool,
-            max_line_bytes: int) -> Iterator[Event]:
+def _parsed(source: Path, rejects: Rejects, parse: partial, progress: bool, max_line_bytes: int) -> Iterator[Event]:
     with progress_bar(_total_bytes(source), "adressa", progress) as bar, readable(source):
         for name, stream in _streams(source, bar):
             lines = iter_lines(stream, name, rejects, max_line_bytes)
@@ -126,8 +153,7 @@ def _streams(source: Path, bar: tqdm) -> Iterator[tuple[str, BinaryIO]]:
     Archive members are named `<archive>/<member>`, e.g. `one_week.tar.gz/one_week/20170101`.
     """
     if source.name.endswith(_ARCHIVE_SUFFIXES):
-        with open_counted(source, bar, decompress=False) as raw, \
-                tarfile.open(fileobj=raw, mode="r|*") as archive:
+        with open_counted(source, bar, decompress=False) as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
             for member in archive:
                 if member.isfile() and _is_day_file(PurePosixPath(member.name).name):
                     yield f"{source}/{member.name}", archive.extractfile(member)
@@ -143,8 +169,10 @@ def _is_day_file(name: str) -> bool:
 
 def _day_files(folder: Path) -> list[Path]:
     return sorted(
-        file for file in folder.rglob("*")
-        if file.is_file() and _is_day_file(file.name)
+        file
+        for file in folder.rglob("*")
+        if file.is_file()
+        and _is_day_file(file.name)
         and not any(part.startswith(".") for part in file.relative_to(folder).parts)
     )
 

@@ -7,6 +7,7 @@ may hold the delimiter but not a line break. Parquet is read batch by batch; its
 `file:line` is the 1-based row number. A Parquet timestamp or date column carries its own
 unit, so ts_unit does not apply to it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -23,8 +24,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from replay_data.readers._lines import (
-    CHUNK_ROWS, MAX_LINE_BYTES, MAX_SECONDS, Drop, Event, Parser, Reject, existing,
-    progress_bar, read_text_file, text_to_seconds, to_seconds,
+    CHUNK_ROWS,
+    MAX_LINE_BYTES,
+    MAX_SECONDS,
+    Drop,
+    Event,
+    Parser,
+    Reject,
+    existing,
+    progress_bar,
+    read_text_file,
+    text_to_seconds,
+    to_seconds,
 )
 from replay_data.rejects import InputError, Rejects
 from replay_data.typed_config import ConfigError
@@ -55,7 +66,7 @@ class TimeFormat:
         except ValueError:
             return None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return to_seconds(moment.timestamp())
 
 
@@ -123,6 +134,7 @@ def field_splitter(delimiter: str) -> Callable[[str], list[str]]:
             return next(csv.reader([text], delimiter=delimiter), [])
         except csv.Error as error:  # e.g. a field over csv's size limit
             raise Reject("bad_value", str(error)[:80]) from None
+
     return split
 
 
@@ -135,10 +147,20 @@ def column_positions(header: list[str], wanted: dict[str, str]) -> dict[str, int
     return {role: names.index(column) for role, column in wanted.items()}
 
 
-def read_csv(path: str | os.PathLike, rejects: Rejects, *, user_col: str, item_col: str,
-             ts_col: str, ts_unit: str | None = None, date_format: str | None = None,
-             delimiter: str = ",", progress: bool = True, chunk_rows: int = CHUNK_ROWS,
-             max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[pd.DataFrame]:
+def read_csv(
+    path: str | os.PathLike,
+    rejects: Rejects,
+    *,
+    user_col: str,
+    item_col: str,
+    ts_col: str,
+    ts_unit: str | None = None,
+    date_format: str | None = None,
+    delimiter: str = ",",
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[pd.DataFrame]:
     """Stream a delimited file with a header as chunks of `ts, user, item`."""
     source = existing(path)
     time = TimeFormat.of(ts_unit, date_format)
@@ -151,25 +173,46 @@ def read_csv(path: str | os.PathLike, rejects: Rejects, *, user_col: str, item_c
         at = column_positions(header, wanted)
         return Layout(delimiter, len(header), at["user"], at["item"], at["ts"], time).parser()
 
-    return read_text_file(source, "csv", rejects, header=from_header, progress=progress,
-                          chunk_rows=chunk_rows, max_line_bytes=max_line_bytes)
+    return read_text_file(
+        source,
+        "csv",
+        rejects,
+        header=from_header,
+        progress=progress,
+        chunk_rows=chunk_rows,
+        max_line_bytes=max_line_bytes,
+    )
 
 
-def read_parquet(path: str | os.PathLike, rejects: Rejects, *, user_col: str, item_col: str,
-                 ts_col: str, ts_unit: str | None = None, date_format: str | None = None,
-                 progress: bool = True, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def read_parquet(
+    path: str | os.PathLike,
+    rejects: Rejects,
+    *,
+    user_col: str,
+    item_col: str,
+    ts_col: str,
+    ts_unit: str | None = None,
+    date_format: str | None = None,
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
     """Stream a Parquet file batch by batch as chunks of `ts, user, item`."""
     source = existing(path)
     time = TimeFormat.of(ts_unit, date_format)
     parquet = pq.ParquetFile(source)
     column_positions(parquet.schema_arrow.names, {"user": user_col, "item": item_col, "ts": ts_col})
-    return _parquet_chunks(parquet, str(source), rejects, (user_col, item_col, ts_col), time,
-                           progress, chunk_rows)
+    return _parquet_chunks(parquet, str(source), rejects, (user_col, item_col, ts_col), time, progress, chunk_rows)
 
 
-def _parquet_chunks(parquet: pq.ParquetFile, name: str, rejects: Rejects,
-                    columns: tuple[str, str, str], time: TimeFormat, progress: bool,
-                    chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _parquet_chunks(
+    parquet: pq.ParquetFile,
+    name: str,
+    rejects: Rejects,
+    columns: tuple[str, str, str],
+    time: TimeFormat,
+    progress: bool,
+    chunk_rows: int,
+) -> Iterator[pd.DataFrame]:
     first_row = 1
     with progress_bar(parquet.metadata.num_rows, "parquet", progress, unit="rows") as bar:
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(columns)):
@@ -185,11 +228,13 @@ def _parquet_chunks(parquet: pq.ParquetFile, name: str, rejects: Rejects,
             bar.update(batch.num_rows)
             if keep.any():
                 mask = pa.array(keep)
-                yield pd.DataFrame({
-                    "ts": ts[keep],
-                    "user": users.filter(mask).to_pandas().astype(str),
-                    "item": items.filter(mask).to_pandas().astype(str),
-                })
+                yield pd.DataFrame(
+                    {
+                        "ts": ts[keep],
+                        "user": users.filter(mask).to_pandas().astype(str),
+                        "item": items.filter(mask).to_pandas().astype(str),
+                    }
+                )
 
 
 def _ids(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -217,8 +262,7 @@ def _column_seconds(column: pa.Array, time: TimeFormat) -> tuple[np.ndarray, np.
         values = pc.fill_null(column, np.nan).to_numpy(zero_copy_only=False) / _PER_SECOND[time.unit]
         seconds = np.floor(np.where(np.isfinite(values), values, -1)).clip(-1, MAX_SECONDS + 1)
     else:  # text, or anything else written as text
-        parsed = [time.seconds(str(value)) if value is not None else None
-                  for value in column.to_pylist()]
+        parsed = [time.seconds(str(value)) if value is not None else None for value in column.to_pylist()]
         seconds = np.array([-1 if value is None else value for value in parsed], dtype=np.int64)
     seconds = seconds.astype(np.int64)
     valid = (seconds >= 0) & (seconds <= MAX_SECONDS) & column.is_valid().to_numpy(zero_copy_only=False)

@@ -5,6 +5,7 @@ The format follows the file name (`*.csv`, `*.dat`, `u.data`/`*.data`) unless `f
 names it. Every line goes through the shared delimited-line parser, so each bad line is
 counted with its `file:line`; ml-latest-small (100k lines) reads in a fraction of a second.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,16 @@ _CSV_COLUMNS = {"user": "userId", "item": "movieId", "score": "rating", "ts": "t
 _DELIMITERS = {"dat": "::", "tsv": "\t"}  # fixed order u, i, r, ts; no header
 
 
-def read_movielens(path: str | os.PathLike, rejects: Rejects, *,
-                   min_rating: float | None = None, format: str | None = None,
-                   progress: bool = True, chunk_rows: int = CHUNK_ROWS,
-                   max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[pd.DataFrame]:
+def read_movielens(
+    path: str | os.PathLike,
+    rejects: Rejects,
+    *,
+    min_rating: float | None = None,
+    format: str | None = None,
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[pd.DataFrame]:
     """Stream ratings as chunks of `ts, user, item` (userId, movieId as raw text).
 
     min_rating: keep ratings >= min_rating; None keeps every rating as a positive.
@@ -41,8 +48,16 @@ def read_movielens(path: str | os.PathLike, rejects: Rejects, *,
         raise ConfigError(f"MovieLens format must be one of {FORMATS}, got {kind!r}")
 
     def layout(delimiter: str, width: int, at: dict[str, int]) -> Layout:
-        return Layout(delimiter, width, at["user"], at["item"], at["ts"], score=at["score"],
-                      min_score=min_rating, below_reason="below_rating")
+        return Layout(
+            delimiter,
+            width,
+            at["user"],
+            at["item"],
+            at["ts"],
+            score=at["score"],
+            min_score=min_rating,
+            below_reason="below_rating",
+        )
 
     def from_header(text: str) -> Parser:
         header = field_splitter(",")(text)

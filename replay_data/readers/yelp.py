@@ -5,6 +5,7 @@ and is read as UTC; both the current "YYYY-MM-DD HH:MM:SS" and the old date-only
 accepted. `stars` must be a number on every line, even when no threshold is set, because a
 review without it is a damaged line.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,18 @@ from pathlib import Path
 import pandas as pd
 
 from replay_data.readers._lines import (
-    CHUNK_ROWS, EVENT_ID_COLUMNS, MAX_LINE_BYTES, Drop, Event, Reject, existing, id_field,
-    load_object, number_field, optional_id, read_text_file,
+    CHUNK_ROWS,
+    EVENT_ID_COLUMNS,
+    MAX_LINE_BYTES,
+    Drop,
+    Event,
+    Reject,
+    existing,
+    id_field,
+    load_object,
+    number_field,
+    optional_id,
+    read_text_file,
 )
 from replay_data.rejects import Rejects
 from replay_data.typed_config import ConfigError
@@ -29,10 +40,16 @@ _SECOND = timedelta(seconds=1)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}:[0-9]{2})?")
 
 
-def read_yelp(path: str | os.PathLike, rejects: Rejects, *, min_stars: float | None = None,
-              years: tuple[int, int] | None = None, progress: bool = True,
-              chunk_rows: int = CHUNK_ROWS,
-              max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[pd.DataFrame]:
+def read_yelp(
+    path: str | os.PathLike,
+    rejects: Rejects,
+    *,
+    min_stars: float | None = None,
+    years: tuple[int, int] | None = None,
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[pd.DataFrame]:
     """Stream reviews as chunks of `ts, user, item, event_id` (event_id = review_id).
 
     `path` is the review file (optionally gzipped) or the folder holding it.
@@ -43,13 +60,20 @@ def read_yelp(path: str | os.PathLike, rejects: Rejects, *, min_stars: float | N
     if source.is_dir():
         source = existing(source / REVIEW_FILE)
     if years is not None:
-        if not (len(years) == 2 and all(isinstance(year, int) for year in years)
-                and years[0] <= years[1]):
+        if not (len(years) == 2 and all(isinstance(year, int) for year in years) and years[0] <= years[1]):
             raise ConfigError(f"years must be (first, last) integers with first <= last, got {years!r}")
         years = (years[0], years[1])
     parse = partial(_review, min_stars=min_stars, years=years)
-    return read_text_file(Path(source), "yelp", rejects, parse=parse, columns=EVENT_ID_COLUMNS,
-                          progress=progress, chunk_rows=chunk_rows, max_line_bytes=max_line_bytes)
+    return read_text_file(
+        Path(source),
+        "yelp",
+        rejects,
+        parse=parse,
+        columns=EVENT_ID_COLUMNS,
+        progress=progress,
+        chunk_rows=chunk_rows,
+        max_line_bytes=max_line_bytes,
+    )
 
 
 def _review(text: str, *, min_stars: float | None, years: tuple[int, int] | None) -> Event:

@@ -1,4 +1,5 @@
 """Transports: `memory` (in-process) and `kafka://HOST:PORT`, behind one interface."""
+
 from __future__ import annotations
 
 from simulator.bus.base import Bus, BusError, Consumer, Message, Producer
@@ -13,7 +14,7 @@ def open_bus(url: str) -> Bus:
     if url.startswith("kafka://"):
         from simulator.bus.kafka import KafkaBus
 
-        return KafkaBus(url[len("kafka://"):])
+        return KafkaBus(url[len("kafka://") :])
     raise BusError(f"unknown bus {url!r}: use `memory` or `kafka://HOST:PORT`")
 
 

@@ -4,6 +4,7 @@ Two implementations share it (docs/architecture.md, "Bus: wire format and topics
 Records are bytes with string headers; partitions and offsets mean the same on both, so
 the producer, the learner, checkpoints and tests never care which one runs.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -26,8 +27,15 @@ class Message:
 
 class Producer(ABC):
     @abstractmethod
-    def send(self, topic: str, value: bytes, *, partition: int, key: bytes | None = None,
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        partition: int,
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Queue one record for `partition` (the caller picks it: same on every bus)."""
 
     @abstractmethod

@@ -6,6 +6,7 @@ polls then has no group membership to lose, yet still commits offsets for its gr
 Every kafka-python error that reaches a caller is re-raised as BusError, except a retriable
 one in poll(), which is logged and reads as "no data yet" so a broker restart is survived.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,32 +90,41 @@ class KafkaBus(Bus):
         while True:
             attempt_s = max(0.1, min(deadline - time.monotonic(), ATTEMPT_MAX_S))
             try:
-                return factory(bootstrap_servers=self.bootstrap,
-                               bootstrap_timeout_ms=int(attempt_s * 1000),
-                               reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS, **config)
+                return factory(
+                    bootstrap_servers=self.bootstrap,
+                    bootstrap_timeout_ms=int(attempt_s * 1000),
+                    reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+                    **config,
+                )
             except KafkaError as exc:
                 if not exc.retriable:
-                    raise BusError(f"Kafka at {self.bootstrap} refused the {what}: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                    raise BusError(
+                        f"Kafka at {self.bootstrap} refused the {what}: {type(exc).__name__}: {exc}"
+                    ) from exc
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BusError(
                         f"cannot reach Kafka at {self.bootstrap} after {self.connect_timeout_s:g} s: "
                         "is the broker running? `rtsim kafka up` starts a local one "
-                        f"(last error: {type(exc).__name__}: {exc})") from exc
+                        f"(last error: {type(exc).__name__}: {exc})"
+                    ) from exc
                 pause = min(delay, remaining)
-                log.warning("Kafka at %s unavailable for the %s (%s: %s); retrying in %.1f s",
-                            self.bootstrap, what, type(exc).__name__, exc, pause)
+                log.warning(
+                    "Kafka at %s unavailable for the %s (%s: %s); retrying in %.1f s",
+                    self.bootstrap,
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    pause,
+                )
                 time.sleep(pause)
                 delay = min(2 * delay, BACKOFF_MAX_S)
             except ValueError as exc:  # an unparsable address, e.g. host:notaport
-                raise BusError(f"bad Kafka address {self.bootstrap!r} ({exc}): "
-                               "use kafka://HOST:PORT") from exc
+                raise BusError(f"bad Kafka address {self.bootstrap!r} ({exc}): use kafka://HOST:PORT") from exc
 
     def create_topic(self, topic: str, partitions: int, config: dict[str, str] | None = None) -> None:
         # Replication -1 takes the broker's default.replication.factor (1 on the local broker).
-        spec = {topic: {"num_partitions": partitions, "replication_factor": -1,
-                        "configs": dict(config or {})}}
+        spec = {topic: {"num_partitions": partitions, "replication_factor": -1, "configs": dict(config or {})}}
         with _reraised(f"creating topic {topic!r}", self.bootstrap):
             try:
                 self._admin.create_topics(spec)
@@ -130,8 +140,7 @@ class KafkaBus(Bus):
         if code == UnknownTopicOrPartitionError.errno:
             raise BusError(f"topic {topic!r} does not exist on Kafka at {self.bootstrap}: create it first")
         if code:
-            raise BusError(f"describing topic {topic!r} failed on Kafka at {self.bootstrap}: "
-                           f"{for_code(code).__name__}")
+            raise BusError(f"describing topic {topic!r} failed on Kafka at {self.bootstrap}: {for_code(code).__name__}")
         return len(info["partitions"])
 
     def producer(self) -> Producer:
@@ -163,8 +172,15 @@ class _KafkaProducer(Producer):
         self._counts: dict[str, int] = {}
         self._closed = False
 
-    def send(self, topic: str, value: bytes, *, partition: int, key: bytes | None = None,
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        partition: int,
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if self._closed:
             raise BusError("send on a closed producer")
         n = self._partition_count(topic)
@@ -184,9 +200,11 @@ class _KafkaProducer(Producer):
                 try:
                     n = self._counts[topic] = len(self._client.partitions_for(topic))
                 except KafkaTimeoutError as exc:
-                    raise BusError(f"no metadata for topic {topic!r} from Kafka at {self._bootstrap} "
-                                   f"within {SEND_METADATA_WAIT_S} s: does the topic exist and is "
-                                   "the broker up?") from exc
+                    raise BusError(
+                        f"no metadata for topic {topic!r} from Kafka at {self._bootstrap} "
+                        f"within {SEND_METADATA_WAIT_S} s: does the topic exist and is "
+                        "the broker up?"
+                    ) from exc
         return n
 
     def _on_failure(self, exc: BaseException) -> None:
@@ -202,8 +220,9 @@ class _KafkaProducer(Producer):
             failed, first = self._failed, self._first_failure
             self._failed, self._first_failure = 0, None
         if failed:
-            raise BusError(f"{failed} records were not delivered to Kafka at {self._bootstrap}: "
-                           f"{type(first).__name__}: {first}") from first
+            raise BusError(
+                f"{failed} records were not delivered to Kafka at {self._bootstrap}: {type(first).__name__}: {first}"
+            ) from first
 
     def close(self) -> None:
         """Flushes first (so it may raise like flush), then releases the connection."""
@@ -241,16 +260,24 @@ class _KafkaConsumer(Consumer):
             batches = self._client.poll(timeout_ms=int(max(timeout_s, 0.0) * 1000), max_records=max_records)
         except KafkaError as exc:
             if not exc.retriable:
-                raise BusError(f"poll of {self._topic!r} failed on Kafka at {self._bootstrap}: "
-                               f"{type(exc).__name__}: {exc}") from exc
-            log.warning("poll of %r on Kafka at %s: %s: %s; retrying",
-                        self._topic, self._bootstrap, type(exc).__name__, exc)
+                raise BusError(
+                    f"poll of {self._topic!r} failed on Kafka at {self._bootstrap}: {type(exc).__name__}: {exc}"
+                ) from exc
+            log.warning(
+                "poll of %r on Kafka at %s: %s: %s; retrying", self._topic, self._bootstrap, type(exc).__name__, exc
+            )
             # Honour the timeout so a caller's poll loop does not spin while the broker is away.
             time.sleep(max(0.0, deadline - time.monotonic()))
             return []
         return [
-            Message(r.topic, r.partition, r.offset, r.key, b"" if r.value is None else r.value,
-                    {k: "" if v is None else v.decode("utf-8", "replace") for k, v in r.headers})
+            Message(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key,
+                b"" if r.value is None else r.value,
+                {k: "" if v is None else v.decode("utf-8", "replace") for k, v in r.headers},
+            )
             for tp in sorted(batches, key=lambda t: t.partition)
             for r in batches[tp]
         ]
@@ -306,5 +333,4 @@ class _KafkaConsumer(Consumer):
         ends = self.end_offsets()
         for p, offset in positions.items():
             if not 0 <= offset <= ends[p]:
-                raise BusError(f"offset {offset} is outside partition {p} of {self._topic!r} "
-                               f"(0..{ends[p]})")
+                raise BusError(f"offset {offset} is outside partition {p} of {self._topic!r} (0..{ends[p]})")

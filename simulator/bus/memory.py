@@ -5,6 +5,7 @@ condition variable guards every topic: sends append and wake waiting consumers, 
 consumer blocks in poll() without spinning. Offsets are list indices, so positions,
 commits and lag mean exactly what they mean on Kafka.
 """
+
 from __future__ import annotations
 
 import threading
@@ -48,13 +49,13 @@ class MemoryBus(Bus):
         except KeyError:
             raise BusError(f"topic {topic!r} does not exist on the memory bus: create it first") from None
 
-    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes,
-                headers: dict[str, str]) -> None:
+    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
         with self._cond:
             logs = self._logs(topic)
             if not 0 <= partition < len(logs):
-                raise BusError(f"topic {topic!r} has {len(logs)} partitions (0..{len(logs) - 1}): "
-                               f"no partition {partition}")
+                raise BusError(
+                    f"topic {topic!r} has {len(logs)} partitions (0..{len(logs) - 1}): no partition {partition}"
+                )
             log = logs[partition]
             log.append(Message(topic, partition, len(log), key, value, headers))
             self._cond.notify_all()
@@ -65,16 +66,24 @@ class _MemoryProducer(Producer):
         self._bus = bus
         self._closed = False
 
-    def send(self, topic: str, value: bytes, *, partition: int, key: bytes | None = None,
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        partition: int,
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if self._closed:
             raise BusError("send on a closed producer")
         # Same types as kafka-python accepts; copies so later edits by the caller never
         # change a record already on the bus.
         if not isinstance(value, _BYTES) or not (key is None or isinstance(key, _BYTES)):
             raise TypeError("record key and value must be bytes")
-        self._bus._append(topic, partition, None if key is None else bytes(key), bytes(value),
-                          dict(headers) if headers else {})
+        self._bus._append(
+            topic, partition, None if key is None else bytes(key), bytes(value), dict(headers) if headers else {}
+        )
 
     def flush(self) -> None:
         """Nothing to wait for: a sent record is visible to consumers at once."""
@@ -173,8 +182,6 @@ class _MemoryConsumer(Consumer):
         """Offsets must lie in 0..end: Kafka would silently rewind a position past the end."""
         for p, offset in positions.items():
             if not 0 <= p < len(self._logs):
-                raise BusError(f"topic {self._topic!r} has {len(self._logs)} partitions: "
-                               f"no partition {p}")
+                raise BusError(f"topic {self._topic!r} has {len(self._logs)} partitions: no partition {p}")
             if not 0 <= offset <= len(self._logs[p]):
-                raise BusError(f"offset {offset} is outside partition {p} of {self._topic!r} "
-                               f"(0..{len(self._logs[p])})")
+                raise BusError(f"offset {offset} is outside partition {p} of {self._topic!r} (0..{len(self._logs[p])})")

@@ -4,6 +4,7 @@
 `watermark` records {"ts": T} promise that every event with ts < T has been sent to that
 partition; `end` says the log is exhausted. Raw string ids travel, never codes.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,12 +102,18 @@ def decode(record_headers: dict[str, str], value: bytes) -> Decoded:
         raise DecodeError("bad_json", str(err)) from None
     if kind == WATERMARK:
         if not isinstance(payload, dict):
-            raise DecodeError("bad_shape", "a watermark is an object {\"ts\": ...}")
+            raise DecodeError("bad_shape", 'a watermark is an object {"ts": ...}')
         return Decoded(WATERMARK, np.array([_ts(payload)], np.int64), [], [])
     if type(payload) is dict:  # a single event, the common small record: no columns to build
         ts, user, item = payload.get("ts"), payload.get("user"), payload.get("item")
-        if type(ts) is int and -_TS_LIMIT < ts < _TS_LIMIT and type(user) is str and user \
-                and type(item) is str and item:
+        if (
+            type(ts) is int
+            and -_TS_LIMIT < ts < _TS_LIMIT
+            and type(user) is str
+            and user
+            and type(item) is str
+            and item
+        ):
             return Decoded(EVENTS, np.array([ts], np.int64), [user], [item])
         return _decode_checked([payload])
     if type(payload) is not list or not 0 < len(payload) <= MAX_EVENTS_PER_RECORD:
