@@ -61,13 +61,17 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class GuardConfig:
-    # warn when a strategy's largest served row norm grows more than this many times in
-    # one period (learner/health.py); healthy MF rows move by a few percent a period
-    norm_growth: float = 10.0
+    # warn when a strategy's largest served row norm, above norm_floor, grows more than
+    # norm_growth times in one period (learner/health.py). Healthy rows here stay well
+    # under 100 (MF and SML alike); diverging ones passed it growing 3x a period
+    norm_growth: float = 2.0
+    norm_floor: float = 100.0
 
     def validate(self) -> None:
         if not self.norm_growth > 1:
             raise not_allowed("norm_growth", self.norm_growth, "norm_growth must be > 1")
+        if not self.norm_floor >= 0:
+            raise not_allowed("norm_floor", self.norm_floor, "norm_floor must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class Engine:
         self._lock = threading.Lock()  # control requests arrive from other threads
         self.next_period = 0
         self._last_pretrain = max(t for t, p in enumerate(phases) if p == "pretrain")
-        self.guard = NormGuard(cfg.guard.norm_growth)
+        self.guard = NormGuard(cfg.guard.norm_growth, cfg.guard.norm_floor)
 
     @property
     def device(self) -> torch.device:

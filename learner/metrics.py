@@ -220,8 +220,8 @@ class LearnerMetrics:
         self.norm_warnings = Counter(
             "rtsim_model_norm_warnings",
             "Periods in which a strategy's served "
-            "tables held non-finite rows or their largest row norm grew more "
-            "than learner.guard.norm_growth times",
+            "tables held non-finite rows or their largest row norm, above "
+            "learner.guard.norm_floor, grew more than learner.guard.norm_growth times",
             ["strategy"],
             registry=r,
         )

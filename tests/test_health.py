@@ -25,17 +25,18 @@ def test_a_norm_beyond_float32_squares_is_measured_not_overflowed():
     assert math.isclose(table_health(torch.tensor([[3e30, 4e30]])).max_row_norm, 5e30, rel_tol=1e-6)
 
 
-def test_guard_warns_on_growth_beyond_the_factor_and_on_non_finite_rows(caplog):
-    guard = NormGuard(growth=10.0)
+def test_guard_warns_on_growth_beyond_the_factor_above_the_floor_and_on_non_finite_rows(caplog):
+    guard = NormGuard(growth=2.0, floor=100.0)
     caplog.set_level(logging.WARNING, "rtsim.learner")
-    ok = table_health(torch.ones(2, 4))
-    assert not guard.check(0, "sml", ok)
-    assert not guard.check(1, "sml", table_health(9 * torch.ones(2, 4)))  # 9x: within the factor
-    assert guard.check(2, "sml", table_health(100 * torch.ones(2, 4)))  # 11x
+    assert not guard.check(0, "sml", table_health(torch.full((2, 4), 0.5)))  # norm 1
+    assert not guard.check(1, "sml", table_health(torch.full((2, 4), 7.0)))  # 14x, but only 14: below the floor
+    assert not guard.check(2, "sml", table_health(torch.full((2, 4), 13.0)))
+    assert guard.check(3, "sml", table_health(torch.full((2, 4), 60.0)))  # 4.6x, to 120: above it
     assert "grew" in caplog.text and "sml" in caplog.text
-    assert guard.check(3, "sml", table_health(torch.full((2, 4), float("nan"))))
+    assert not guard.check(4, "sml", table_health(torch.full((2, 4), 110.0)))  # 1.8x: within the factor
+    assert guard.check(5, "sml", table_health(torch.full((2, 4), float("nan"))))
     assert "not finite" in caplog.text
-    restored = NormGuard(10.0)
+    restored = NormGuard(2.0, 100.0)
     restored.load_state_dict(guard.state_dict())
     assert restored.last.keys() == {"sml"}
 

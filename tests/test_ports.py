@@ -49,7 +49,7 @@ def taken(monkeypatch) -> int:
 
 def test_a_taken_default_port_gives_way_to_a_free_one_and_says_so(taken):
     said: list[str] = []
-    endpoints = Endpoints(said.append)
+    endpoints = Endpoints(said.append, RunConfig())
     try:
         endpoints.metrics("learner", CollectorRegistry(), RunConfig(), "metrics_port", "--metrics-port")
         endpoints.control("learner", {}, RunConfig(), "control_port", "--control-port")
@@ -64,7 +64,7 @@ def test_a_taken_default_port_gives_way_to_a_free_one_and_says_so(taken):
 
 def test_a_taken_explicit_port_fails_naming_the_option(taken):
     cfg = RunConfig(serve=ServeConfig(metrics_port=taken, control_port=taken))
-    endpoints = Endpoints(lambda line: None)
+    endpoints = Endpoints(lambda line: None, cfg)
     try:
         with pytest.raises(MetricsPortInUse, match=rf"port {taken} .*--metrics-port"):
             endpoints.metrics("learner", CollectorRegistry(), cfg, "metrics_port", "--metrics-port")
@@ -76,8 +76,9 @@ def test_a_taken_explicit_port_fails_naming_the_option(taken):
 
 def test_a_run_announces_its_metrics_while_it_serves(tmp_path, monkeypatch):
     monkeypatch.setenv("RTSIM_TARGETS_DIR", str(tmp_path))
+    monkeypatch.setenv("RTSIM_CONTROL_TOKEN", "a-token")  # an exposed host needs one
     cfg = RunConfig(serve=ServeConfig(metrics_port=0, host="0.0.0.0"))
-    endpoints = Endpoints(lambda line: None)
+    endpoints = Endpoints(lambda line: None, cfg)
     endpoints.metrics("learner", CollectorRegistry(), cfg, "metrics_port", "--metrics-port")
     endpoints.metrics("producer", CollectorRegistry(), cfg, "producer_metrics_port", "--metrics-port")
     endpoints.announce("run-1")
