@@ -40,3 +40,12 @@ def test_library_layers_never_exit_the_process(layer):
         if any(isinstance(node, ast.Name) and node.id == "SystemExit" for node in ast.walk(ast.parse(path.read_text())))
     ]
     assert exits == []
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_every_public_name_resolves(package):
+    """`__all__` names objects that exist where the package says (a moved module breaks this)."""
+    import importlib
+
+    module = importlib.import_module(package)
+    assert module.__all__ and all(getattr(module, name) is not None for name in module.__all__)
