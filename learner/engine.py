@@ -294,6 +294,11 @@ class Engine:
         with self._lock:
             if name in self.enabled and not from_serving:
                 raise ControlError(f"{name} is already enabled")
+            if from_serving and not REGISTRY[self.serving].serves_mf:
+                raise ControlError(
+                    f"{self.serving} serves a sequence model, which no strategy can start from; "
+                    f"enable {name} without from_serving, or serve an MF-based strategy first"
+                )
             self._pending.append(("enable", name, from_serving))
 
     def request_disable(self, name: str) -> None:
@@ -329,8 +334,11 @@ class Engine:
                     self.enabled.append(name)
 
     def _serving_model(self) -> MF:
-        users, items = self.strategies[self.serving].serving_embeddings()
-        return MF.from_rows(users, items)
+        """What a strategy enabled from the serving one starts from. A sequence model that
+        began serving after the request (requests are refused while one serves) has no MF
+        rows: the pretrained base stands in."""
+        serving = self.strategies[self.serving]
+        return MF.from_rows(*serving.serving_embeddings()) if serving.serves_mf else self.base_model
 
     def _catch_up(self, strategy: Strategy) -> None:
         """A resumed strategy gets the initial rows of ids registered while it was off."""

@@ -96,6 +96,9 @@ class Strategy(ABC):
     stream: ClassVar[str | None] = None  # label of its random streams; default: its name
     # its settings, a frozen dataclass: the section learner.strategies.<name>
     config: ClassVar[type] = NoSettings
+    # whether serving_embeddings() are MF rows (model.dim wide) that a strategy enabled
+    # from the serving one can start from; a sequence model's encodings are not
+    serves_mf: ClassVar[bool] = True
 
     def __init__(self, cfg: Any, shared: SharedState) -> None:
         self.cfg = cfg

@@ -34,7 +34,7 @@ class SequenceConfig:
     # full_retrain); "fine_tune": on the closed period's events only (their input windows
     # still reach back into the history)
     mode: Literal["full", "fine_tune"] = "full"
-    window: int = 5  # L: the user's last L items are the model's input
+    window: int = 5  # L: the user's last L items are the model's input (Caser's L = 5)
     train: TrainSpec = TrainSpec()
 
     def validate(self) -> None:
@@ -66,6 +66,7 @@ class SequenceStrategy(Strategy, ABC):
     """Owns one SequenceNet, its optimiser and the served tables built from it."""
 
     cfg: SequenceConfig
+    serves_mf = False
     # item ids of each training row: the event's own (offset 0) and, for Caser, the next T-1
     target_offsets: np.ndarray = np.arange(1)
     negatives_per_target = 0  # sampled negatives per target; 0 = the loss finds its own
@@ -120,6 +121,9 @@ class SequenceStrategy(Strategy, ABC):
 
     def serving_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.users, self.items
+
+    def seed_model(self) -> None:
+        return None  # encodings and output rows: no MF another strategy could start from
 
     def retrain(self, period: Period) -> None:
         history = self.shared.history  # already holds the closed period
