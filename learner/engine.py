@@ -334,9 +334,9 @@ class Engine:
                     self.enabled.append(name)
 
     def _serving_model(self) -> MF:
-        """What a strategy enabled from the serving one starts from. A sequence model that
-        began serving after the request (requests are refused while one serves) has no MF
-        rows: the pretrained base stands in."""
+        """What a newly enabled strategy starts from: the serving model, or, while a sequence
+        model serves (its tables are no MF rows), the pretrained base. An explicit
+        from_serving request is refused while one serves (`request_enable`)."""
         serving = self.strategies[self.serving]
         return MF.from_rows(*serving.serving_embeddings()) if serving.serves_mf else self.base_model
 

@@ -37,8 +37,10 @@ STRATEGY_COLOURS = {
     "full_retrain": "tab:green",
     "spmf": "tab:red",
     "frozen": "tab:gray",
+    "gru4rec": "tab:brown",
+    "caser": "tab:pink",
 }
-SPARE_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
+SPARE_COLOURS = ("tab:olive", "tab:cyan", "black", "gold", "navy")
 SEGMENT_NAMES = {
     "OU-OI": "old user, old item",
     "OU-NI": "old user, new item",
