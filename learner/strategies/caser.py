@@ -36,7 +36,7 @@ class CaserConfig(SequenceConfig):
     vertical: int = 4  # n_v
     dropout: float = 0.5
     negatives: int = 3  # per target
-    train: TrainSpec = TrainSpec(lr=1e-3, batch=256, epochs=1, l2=1e-6)
+    train: TrainSpec = TrainSpec(lr=1e-3, batch=256, epochs=2, l2=1e-6)
 
     def validate(self) -> None:
         super().validate()

@@ -20,7 +20,7 @@ import torch
 
 from learner.mf import MF
 from learner.period import Period
-from learner.sequences import grow_parameter, last_items, relative_items, widening
+from learner.sequences import PAD, grow_parameter, last_items, relative_items, widening
 from learner.strategies.base import Strategy
 from learner.train_spec import TrainSpec
 from replay_data.typed_config import not_allowed
@@ -72,9 +72,9 @@ class SequenceStrategy(Strategy, ABC):
     negatives_per_target = 0  # sampled negatives per target; 0 = the loss finds its own
 
     @abstractmethod
-    def build(self, users: torch.Tensor, items: torch.Tensor, width: torch.Tensor) -> SequenceNet:
-        """A new net from the base MF's rows (model.dim wide) and `width`, a fixed map
-        of such rows into its output width (see `out_width`)."""
+    def build(self, users: torch.Tensor, items: torch.Tensor, widen: torch.Tensor) -> SequenceNet:
+        """A new net from the base MF's rows (model.dim wide) and `widen`, the fixed map
+        of such rows into its output width (`out_width`), for its initial output rows."""
 
     @abstractmethod
     def out_width(self, dim: int) -> int:
@@ -114,16 +114,14 @@ class SequenceStrategy(Strategy, ABC):
             grow_parameter(table, user_rows, self.opt)
         first = self.users.shape[0]
         new_users = torch.arange(first, first + len(user_rows), device=net.out.device)
-        # a new user has no history before this period: the empty-sequence encoding
-        empty = torch.full((len(user_rows), self.cfg.window), -1, dtype=torch.int64, device=net.out.device)
+        # a user new in this period has no events before it: the empty-sequence encoding
+        # (so does one registered while this strategy was off, until its next retrain)
+        empty = torch.full((len(user_rows), self.cfg.window), PAD, dtype=torch.int64, device=net.out.device)
         self.users = torch.cat([self.users, self._user_rows(new_users, empty)])
         self.items = self._item_rows()
 
     def serving_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.users, self.items
-
-    def seed_model(self) -> None:
-        return None  # encodings and output rows: no MF another strategy could start from
 
     def retrain(self, period: Period) -> None:
         history = self.shared.history  # already holds the closed period
