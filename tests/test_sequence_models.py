@@ -164,6 +164,36 @@ def test_control_recommends_from_a_sequence_model_and_refuses_to_seed_from_it(tr
         trained.set_serving("gru4rec")
 
 
+def test_enabled_disabled_and_reenabled_at_runtime_with_full_ranking(tiny):
+    """Enabled mid-run, a sequence model starts from the serving MF at the next boundary
+    and is scored from then on (full ranking too); disabled, it keeps its state; enabled
+    again, it catches up with the ids registered meanwhile."""
+    cfg, phases, periods = tiny
+    learner_cfg = replace(_config(cfg, ["fine_tune"]), eval=replace(cfg.learner.eval, full_ranking=True))
+    engine = Engine(learner_cfg, phases)
+    online = phases.index("online")
+    assert online + 6 == len(periods), "the steps below walk the tiny preset's online periods"
+
+    def scored(t):
+        return [r for r in _run(engine, periods, start=t, stop=t + 1) if r["strategy"] == "gru4rec"]
+
+    _run(engine, periods, stop=online + 1)
+    engine.request_enable("gru4rec")
+    assert not scored(online + 1)  # enabled as this period closes
+    (row,) = scored(online + 2)
+    assert 0 < row["full_ndcg@10"] <= 1 and row["nonfinite_rows"] == 0
+    engine.request_disable("gru4rec")
+    assert scored(online + 3)  # disabled as this period closes
+    kept = [t.clone() for t in engine.strategies["gru4rec"].serving_embeddings()]
+    assert not scored(online + 4)
+    assert all(map(torch.equal, engine.strategies["gru4rec"].serving_embeddings(), kept))
+    engine.request_enable("gru4rec")
+    assert not scored(online + 5)
+    users, items = engine.strategies["gru4rec"].serving_embeddings()
+    assert (len(users), len(items)) == (len(engine.user_vocab), len(engine.item_vocab))
+    assert torch.equal(users[: len(kept[0])], kept[0]) and len(users) > len(kept[0])
+
+
 class _Crash(Exception):
     pass
 
