@@ -18,6 +18,7 @@ from learner.engine import ControlError, Engine
 from learner.results import as_row
 from learner.sequences import PAD, grow_parameter, last_items, relative_items
 from learner.strategies import REGISTRY
+from learner.strategies.sequential import SequenceStrategy
 from replay_data.prepared import prepare
 from replay_data.typed_config import ConfigError
 from simulator.bus.memory import MemoryBus
@@ -75,6 +76,26 @@ def test_a_grown_parameter_keeps_its_optimiser_state_and_new_rows_start_fresh():
 def test_bad_settings_are_refused_by_key(override, message):
     with pytest.raises(ConfigError, match=message):
         resolve("tiny", overrides=[override])
+
+
+def test_full_mode_trains_on_the_history_and_fine_tune_mode_on_the_closed_period(tiny, monkeypatch):
+    cfg, phases, periods = tiny
+    overrides = ["learner.strategies.enabled=[gru4rec,caser]", "learner.strategies.serving=gru4rec"]
+    learner_cfg = resolve("tiny", overrides=[*overrides, "learner.strategies.caser.mode=fine_tune"]).learner
+    trained_on = {name: [] for name in SEQUENCE}
+    real = SequenceStrategy._train
+
+    def recording(self, users, items, start, rng):
+        trained_on[self.name].append(len(users) - start)
+        real(self, users, items, start, rng)
+
+    monkeypatch.setattr(SequenceStrategy, "_train", recording)
+    online = phases.index("online")
+    _run(Engine(learner_cfg, phases), periods, stop=online + 2)
+    sizes = [len(events) for _, events in periods[: online + 2]]
+    pretrain = sum(sizes[:online])  # both first train on the pretrain periods as they start
+    assert trained_on["gru4rec"] == [pretrain, pretrain + sizes[online], sum(sizes)]
+    assert trained_on["caser"] == [pretrain, sizes[online], sizes[online + 1]]
 
 
 @pytest.fixture(scope="module")
