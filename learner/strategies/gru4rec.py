@@ -24,9 +24,10 @@ from replay_data.typed_config import not_allowed
 
 @dataclass(frozen=True)
 class Gru4RecConfig(SequenceConfig):
-    # The paper's best TOP1 setting on RSC15 (Table 2): mini-batch 50, dropout 0.5,
-    # learning rate 0.01 with Adagrad, no momentum; 100 hidden units (Table 3's smaller
-    # layer; its 1000 units scored higher but cost 10x on two cores). l2 = 0: the paper
+    # The paper's best TOP1 parametrisation on RSC15 (its table of best settings): mini-batch
+    # 50, dropout 0.5, learning rate 0.01 with Adagrad, no momentum; 100 hidden units (the
+    # paper's smaller layer: its 1000 units scored higher but would cost about 10x here, on
+    # two cores). TOP1 is the loss the paper introduces for this model. l2 = 0: the paper
     # regularises by dropout alone. The paper feeds whole sessions; `window` (ours) bounds
     # the sequence at Caser's L, so both models read the same items, and one epoch keeps a
     # retrain on the whole history within seconds on the demo preset
