@@ -1,0 +1,148 @@
+"""`rtsim sweep FILE | status DIR | report DIR`: grid sweeps (simulator/sweep.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+SWEEP_HELP = textwrap.dedent("""\
+    Run a grid sweep: every setting of the grid (the cartesian product of its lists) with
+    every seed, each an ordinary run, on up to --workers local processes. Every key and
+    value is checked before anything runs. The sweep directory <runs-dir>/<name>/ holds
+    sweep.json (the jobs and their states), jobs/<job>/ (one run directory each) and
+    report.md: per setting and strategy the mean over seeds with its 95% interval, and the
+    best setting per metric, chosen on the validation periods and reported on the test
+    periods. Running the same sweep again skips finished jobs and resumes the others.
+
+    A sweep file (keys in `set` and `grid` are those of --set):
+
+      name: sml-rounds            # the folder under --runs-dir (default: the file's name)
+      preset: tiny
+      set:
+        learner.strategies.enabled: [sml, fine_tune]
+      grid:
+        learner.strategies.sml.rounds: [1, 2]
+        learner.strategies.sml.train.lr: [0.001, 0.01]
+      seeds: 3                    # learner.seed = seed .. seed+2; or a list: [0, 7, 9]
+
+    examples:
+      rtsim sweep sweep.yaml --workers 2
+      rtsim sweep sweep.yaml --dry-run          # check the file and list the jobs
+      rtsim sweep status runs/sml-rounds        # jobs done / running / failed
+      rtsim sweep report runs/sml-rounds        # rewrite report.md from the finished jobs""")
+
+
+def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a grid of settings × seeds; `sweep status|report DIR`",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=SWEEP_HELP,
+    )
+    parser.add_argument("target", nargs="+", metavar="FILE | status DIR | report DIR")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes (default 1)")
+    parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the sweep directory goes (./runs)")
+    parser.add_argument("--name", help="the sweep directory's name (default: the file's `name:` or its file name)")
+    parser.add_argument("--data-dir", metavar="DIR", help="cache of prepared logs (default ~/.cache/rtsim/prepared)")
+    parser.add_argument("--dry-run", action="store_true", help="check the file and list the jobs; run nothing")
+    parser.set_defaults(func=handle_sweep)
+    return parser
+
+
+def handle_sweep(args: argparse.Namespace) -> int:
+    from simulator.sweep import SweepError
+
+    action, *rest = args.target
+    if action in ("status", "report"):
+        if len(rest) != 1:
+            raise SweepError(f"rtsim sweep {action} takes one sweep directory, e.g. rtsim sweep {action} runs/NAME")
+        return (show_status if action == "status" else _report)(Path(rest[0]))
+    if rest:
+        raise SweepError(f"rtsim sweep takes one sweep file, got {' '.join(args.target)}")
+    return _run(args, Path(action))
+
+
+def _run(args: argparse.Namespace, path: Path) -> int:
+    from simulator.sweep import SweepDir, SweepError, expand, load_spec, setting_id, setting_label
+    from simulator.sweep_report import write_sweep_report
+    from simulator.worker import run_local
+
+    if args.workers < 1:
+        raise SweepError(f"--workers must be >= 1, got {args.workers}")
+    spec = load_spec(path, args.name)
+    jobs = expand(spec)
+    settings = {job.setting: job.point for job in jobs}
+    _say(f"rtsim sweep {spec.name}: {len(settings)} settings × {len(jobs) // len(settings)} seeds = {len(jobs)} jobs")
+    for index, point in settings.items():
+        _say(f"  {setting_id(index)}: {setting_label(point)}")
+    if args.dry_run:
+        for job in jobs:
+            _say(f"  job {job.id}: --set {' --set '.join(job.overrides)}")
+        return 0
+    root = SweepDir(Path(args.runs_dir) / spec.name)
+    state = root.start(spec, jobs)
+    skipped = sum(job["state"] == "done" for job in state["jobs"])
+    if skipped:
+        _say(f"{skipped} jobs finished before; not run again")
+    _prepare(jobs, args.data_dir)
+    started = time.perf_counter()
+    tally = run_local(root, state, args.workers, args.data_dir, _say)
+    report = write_sweep_report(root, state)
+    _say(
+        f"sweep {spec.name}: {tally['done']}/{len(jobs)} done, {tally['failed']} failed "
+        f"in {time.perf_counter() - started:.0f}s; report: {report}"
+    )
+    if tally["failed"]:
+        _say(f"run `rtsim sweep {path}` again to retry the failed jobs (their logs: {root.jobs_root}/<job>/log.txt)")
+        return 1
+    print()
+    print(report.read_text())
+    return 0
+
+
+def _prepare(jobs, data_dir: str | None) -> None:
+    """Each distinct log once, before the workers start, so no two of them prepare it at once."""
+    from replay_data.prepared import cache_key, prepare
+
+    seen = set()
+    for job in jobs:
+        data = job.config().data
+        if cache_key(data) not in seen:
+            seen.add(cache_key(data))
+            log, cached = prepare(data, data_dir, progress=sys.stderr.isatty())
+            _say(f"{'cached' if cached else 'prepared'} log {log.path}")
+
+
+def show_status(path: Path) -> int:
+    """Print the jobs by state and per worker; exit 0 when every job is done, else 1."""
+    from simulator.sweep import STATES, SweepDir, coordinator_alive, counts
+
+    root = SweepDir(path)
+    state = root.load()
+    jobs = state["jobs"]
+    alive = coordinator_alive(state)
+    tally = counts(jobs)
+    print(f"sweep {state['spec']['name']}: " + ", ".join(f"{tally[s]} {s}" for s in STATES) + f" of {len(jobs)} jobs")
+    if tally["running"] and not alive:
+        print("the sweep's process is gone: its running jobs stopped; run the sweep again to resume them")
+    for job in jobs:
+        extra = job.get("error") or (f"{job['seconds']:.1f}s" if job.get("seconds") else "")
+        print(f"  {job['id']:<16} {job['state']:<8} {job.get('worker') or '-':<24} {extra}")
+    return 0 if tally["done"] == len(jobs) else 1
+
+
+def _report(path: Path) -> int:
+    from simulator.sweep import SweepDir
+    from simulator.sweep_report import write_sweep_report
+
+    out = write_sweep_report(SweepDir(path))
+    print(out.read_text())
+    print(f"report: {out}")
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
