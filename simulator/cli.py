@@ -240,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.report import add_report_parser
 
     add_report_parser(sub)
-    from simulator.sweep_cli import add_sweep_parser
+    from simulator.sweep_cli import add_sweep_parser, add_worker_parser
 
     add_sweep_parser(sub)
+    add_worker_parser(sub)
     return parser
 
 

@@ -198,6 +198,10 @@ class SweepDir:
         # the run id carries the sweep's name: topic names stay unique across sweeps
         return RunDir(self.jobs_root, f"{sweep_name}-{job.id}", folder=job.id)
 
+    def log_file(self, job_id: str) -> Path:
+        """A job's progress lines, outside its run directory (which a restart may empty)."""
+        return self.path / "logs" / f"{job_id}.log"
+
     def finished(self, job_id: str) -> bool:
         return (self.jobs_root / job_id / "summary.md").is_file()
 

@@ -1,12 +1,13 @@
 """Running sweep jobs (simulator/sweep.py): one job as one ordinary run (`run_job`), and a
 local pool of worker processes that the coordinator (`run_local`) feeds and watches.
 
-A job's progress lines go to `jobs/<job>/log.txt`; the coordinator prints one line per job
+A job's progress lines go to `logs/<job>.log`; the coordinator prints one line per job
 start and end and keeps sweep.json current."""
 
 from __future__ import annotations
 
 import concurrent.futures as futures
+import fcntl
 import multiprocessing
 import os
 import queue
@@ -14,9 +15,11 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from simulator.rundir import RunDir
 from simulator.sweep import Job, SweepDir, counts
 
 Report = Callable[[str], None]
@@ -27,21 +30,42 @@ def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def run_job(job: Job, root: SweepDir, sweep_name: str, data_dir: str | None, report: Report) -> Path:
-    """Run `job` into its run directory and return it. A directory with a checkpoint resumes
-    from it; one without (a job killed before its first checkpoint) starts again from empty."""
-    from replay_data.prepared import prepare
-    from simulator.run import run_embedded
+@contextmanager
+def job_lock(root: SweepDir, job_id: str) -> Iterator[None]:
+    """Held while a process works on a job: a second one (a job handed to another worker
+    while its first one still runs) waits, then finds it finished or resumes it."""
+    root.jobs_root.mkdir(parents=True, exist_ok=True)
+    with open(root.jobs_root / f".{job_id}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if the holder is killed
+        yield
 
-    cfg = job.config()
+
+def open_run_dir(job: Job, root: SweepDir, sweep_name: str) -> tuple[RunDir, bool]:
+    """The job's run directory and whether to resume it: a directory with a checkpoint
+    resumes from it; one without (a job killed before its first checkpoint) starts again
+    from empty, as periods.csv is appended to."""
     run_dir = root.run_dir(job, sweep_name)
     resume = any(run_dir.checkpoints.glob("ckpt-*.pt"))
     if run_dir.path.exists() and not resume:
-        shutil.rmtree(run_dir.path)  # periods.csv is appended to: a partial one must go
-    log, _ = prepare(cfg.data, data_dir, progress=False)
-    run_dir.create(cfg)
-    run_embedded(cfg, log, run_dir, report=report, resume=resume)
-    return run_dir.path
+        shutil.rmtree(run_dir.path)
+    return run_dir, resume
+
+
+def run_job(job: Job, root: SweepDir, sweep_name: str, data_dir: str | None, report: Report) -> Path:
+    """Run `job` (producer and learner in this process) into its run directory."""
+    from replay_data.prepared import prepare
+    from simulator.run import run_embedded
+
+    with job_lock(root, job.id):
+        run_dir = root.run_dir(job, sweep_name)
+        if root.finished(job.id):
+            return run_dir.path
+        cfg = job.config()
+        run_dir, resume = open_run_dir(job, root, sweep_name)
+        log, _ = prepare(cfg.data, data_dir, progress=False)
+        run_dir.create(cfg)
+        run_embedded(cfg, log, run_dir, report=report, resume=resume)
+        return run_dir.path
 
 
 def _pool_init(events: multiprocessing.Queue) -> None:
@@ -56,7 +80,7 @@ def _pool_job(job_data: dict, root: str, sweep_name: str, data_dir: str | None) 
     worker, started = worker_name(), time.time()
     if _events is not None:
         _events.put({"id": job.id, "state": "running", "worker": worker, "started": started})
-    log_path = sweep.jobs_root / job.id / "log.txt"
+    log_path = sweep.log_file(job.id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
 
@@ -97,7 +121,7 @@ def run_local(
         elif update["state"] == "done":
             report(f"job {job['id']} done in {update['seconds']:.1f}s  [{tally['done']}/{total} done]")
         else:
-            log = root.jobs_root / job["id"] / "log.txt"
+            log = root.log_file(job["id"])
             report(f"job {job['id']} FAILED {where}: {update['error']} (log: {log})")
 
     def drain() -> None:

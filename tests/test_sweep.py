@@ -170,7 +170,7 @@ def test_rtsim_sweep_on_tiny_with_two_workers_is_resumable_and_deterministic(tmp
     again = _sweep("grid.yaml", "--workers", "2", *data, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "3 jobs finished before; not run again" in again.stdout and "job s00-seed-0 done" in again.stdout
-    assert "resuming from" in (interrupted / "log.txt").read_text()
+    assert "resuming from" in root.log_file("s00-seed-0").read_text()
     resumed = pd.read_csv(interrupted / "periods.csv")
     pd.testing.assert_frame_equal(resumed.drop(columns=TIMING), frames["s00-seed-0"].drop(columns=TIMING))
 
