@@ -76,6 +76,13 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--prefix", default="rtsim", help="topic prefix for status/report --bus (a sweep file sets bus.prefix)"
     )
     parser.add_argument("--no-wait", action="store_true", help="with --bus: publish the jobs and return")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the sweep's progress (rtsim_sweep_jobs) for Prometheus (default 0: a free port)",
+    )
     parser.set_defaults(func=handle_sweep)
     return parser
 
@@ -170,7 +177,11 @@ def _run(args: argparse.Namespace, path: Path) -> int:
         _say(f"{skipped} jobs finished before; not run again")
     _prepare(jobs, args.data_dir)
     started = time.perf_counter()
-    tally = run_local(root, state, args.workers, args.data_dir, _say)
+    metrics, stop_metrics = _metrics(args, spec)
+    try:
+        tally = run_local(root, state, args.workers, args.data_dir, _say, metrics.observe)
+    finally:
+        stop_metrics()
     report = write_sweep_report(root, state)
     _say(
         f"sweep {spec.name}: {tally['done']}/{len(jobs)} done, {tally['failed']} failed "
@@ -203,13 +214,24 @@ def _run_kafka(args: argparse.Namespace, spec, jobs, root) -> int:
             _say(f"follow it with `rtsim sweep status {spec.name} --bus {args.bus} --prefix {cfg.bus.prefix}`")
             return 0
         _say("waiting for `rtsim worker --bus ...` processes to run the jobs (Ctrl-C stops waiting, not the jobs)")
-        state = wait(bus, cfg.bus.prefix, spec.name, root, _say)
+        metrics, stop_metrics = _metrics(args, spec)
+        try:
+            state = wait(bus, cfg.bus.prefix, spec.name, root, _say, metrics.observe)
+        finally:
+            stop_metrics()
     finally:
         bus.close()
     report = write_sweep_report(root, state)
     failed = sum(job["state"] == "failed" for job in state["jobs"])
     _say(f"sweep {spec.name}: {len(jobs) - failed}/{len(jobs)} done, {failed} failed; report: {report}")
     return 1 if failed else 0
+
+
+def _metrics(args: argparse.Namespace, spec):
+    from simulator.sweep_metrics import SweepMetrics, serve_sweep_metrics
+
+    metrics = SweepMetrics(spec.name, spec.preset or "demo", args.bus or "memory")
+    return metrics, serve_sweep_metrics(metrics, spec.name, args.metrics_port, _say)
 
 
 def _kafka(url: str):

@@ -171,11 +171,20 @@ def per_worker(jobs: list[dict]) -> dict[str, dict[str, int]]:
     return out
 
 
-def wait(bus: Bus, prefix: str, name: str, root: SweepDir, report: Report, poll_s: float = 2.0) -> dict:
+def wait(
+    bus: Bus,
+    prefix: str,
+    name: str,
+    root: SweepDir,
+    report: Report,
+    observe: Callable[[list[dict]], None] = lambda jobs: None,
+    poll_s: float = 2.0,
+) -> dict:
     """Follow the results until every job is done or failed, reporting each change."""
     seen: dict[str, tuple] = {}
     while True:
         state = collect(bus, prefix, name, root)
+        observe(state["jobs"])
         for job in state["jobs"]:
             now = (job["state"], job.get("worker"))
             if seen.get(job["id"]) != now and job["state"] != "pending":

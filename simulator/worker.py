@@ -98,10 +98,16 @@ def _pool_job(job_data: dict, root: str, sweep_name: str, data_dir: str | None) 
 
 
 def run_local(
-    root: SweepDir, state: dict, workers: int, data_dir: str | None, report: Report, poll_s: float = 0.5
+    root: SweepDir,
+    state: dict,
+    workers: int,
+    data_dir: str | None,
+    report: Report,
+    observe: Callable[[list[dict]], None] = lambda jobs: None,
+    poll_s: float = 0.5,
 ) -> dict[str, int]:
     """Run every job of `state` not done yet on `workers` local processes; returns the counts
-    by state. sweep.json is rewritten at every change."""
+    by state. sweep.json is rewritten, and `observe` called with the jobs, at every change."""
     jobs = {job["id"]: job for job in state["jobs"]}
     todo = [job for job in state["jobs"] if job["state"] != "done"]
     total = len(jobs)
@@ -114,6 +120,7 @@ def run_local(
             return  # the start event came through the queue after the result
         job.update(update)
         root.save(state)
+        observe(state["jobs"])
         tally = counts(state["jobs"])
         where = f"on {update['worker']}"
         if update["state"] == "running":
@@ -131,6 +138,7 @@ def run_local(
             except queue.Empty:
                 return
 
+    observe(state["jobs"])
     if not todo:
         return counts(state["jobs"])
     with futures.ProcessPoolExecutor(min(workers, len(todo)), context, _pool_init, (events,)) as pool:

@@ -176,3 +176,28 @@ def test_rtsim_sweep_on_tiny_with_two_workers_is_resumable_and_deterministic(tmp
 
     status = _sweep("status", "runs/g", cwd=tmp_path)
     assert status.returncode == 0 and "0 pending, 0 running, 4 done, 0 failed of 4 jobs" in status.stdout
+
+
+def test_sweep_metrics_count_jobs_per_worker_and_state():
+    from prometheus_client import generate_latest
+
+    from simulator.sweep_metrics import SweepMetrics
+
+    metrics = SweepMetrics("g", "tiny")
+    jobs = [
+        {"state": "done", "worker": "w1"},
+        {"state": "done", "worker": "w1"},
+        {"state": "running", "worker": "w2"},
+        {"state": "pending", "worker": None},
+    ]
+    metrics.observe(jobs)
+    jobs[2]["state"] = "done"  # w2 finished: its running series reads 0, not gone
+    metrics.observe(jobs)
+    text = generate_latest(metrics.registry).decode()
+    for labels, value in (
+        ('state="done",worker="w1"', 2.0),
+        ('state="done",worker="w2"', 1.0),
+        ('state="running",worker="w2"', 0.0),
+        ('state="pending",worker="none"', 1.0),
+    ):
+        assert f'rtsim_sweep_jobs{{run_id="g",{labels}}} {value}' in text, text
