@@ -25,7 +25,7 @@ SWEEP_HELP = textwrap.dedent("""\
         learner.strategies.enabled: [sml, fine_tune]
       grid:
         learner.strategies.sml.rounds: [1, 2]
-        learner.strategies.sml.train.lr: [0.001, 0.01]
+        learner.strategies.sml.step2.lr: [0.001, 0.01]
       seeds: 3                    # learner.seed = seed .. seed+2; or a list: [0, 7, 9]
 
     examples:
@@ -65,7 +65,10 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=SWEEP_HELP,
     )
-    parser.add_argument("target", nargs="+", metavar="FILE | status DIR | report DIR")
+    parser.add_argument("target", metavar="FILE|status|report", help="a sweep file, or what to do with a sweep")
+    parser.add_argument(
+        "sweep", nargs="?", metavar="DIR|NAME", help="status/report: the sweep directory (NAME with --bus)"
+    )
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes (default 1)")
     parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the sweep directory goes (./runs)")
     parser.add_argument("--name", help="the sweep directory's name (default: the file's `name:` or its file name)")
@@ -129,7 +132,7 @@ def _bootstrap(url: str) -> str:
 def handle_sweep(args: argparse.Namespace) -> int:
     from simulator.sweep import SweepError
 
-    action, *rest = args.target
+    action, rest = args.target, [args.sweep] if args.sweep else []
     if action in ("status", "report"):
         if len(rest) != 1:
             what = "sweep name with --bus" if args.bus else "sweep directory"
@@ -147,7 +150,7 @@ def handle_sweep(args: argparse.Namespace) -> int:
                 bus.close()
         return (show_status if action == "status" else _report)(root)
     if rest:
-        raise SweepError(f"rtsim sweep takes one sweep file, got {' '.join(args.target)}")
+        raise SweepError(f"rtsim sweep takes one sweep file, got {action} {args.sweep}")
     return _run(args, Path(action))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,16 @@ def test_sweep_metrics_count_jobs_per_worker_and_state():
         ('state="pending",worker="none"', 1.0),
     ):
         assert f'rtsim_sweep_jobs{{run_id="g",{labels}}} {value}' in text, text
+
+
+@pytest.mark.parametrize("source", ["README.md", "help"])
+def test_the_documented_sweep_files_are_valid(tmp_path, source):
+    import re
+
+    from simulator.sweep_cli import SWEEP_HELP
+
+    text = (ROOT / "README.md").read_text() if source == "README.md" else SWEEP_HELP
+    block = re.search(r"```yaml\n(.*?)```", text, re.S) if source == "README.md" else None
+    body = block.group(1) if block else re.search(r"A sweep file.*?:\n\n(.*?)\n\n", text, re.S).group(1)
+    jobs = expand(_spec(tmp_path, textwrap.dedent(body)))
+    assert len(jobs) == 12
