@@ -110,10 +110,15 @@ def sweep_markdown(root: SweepDir, state: dict) -> str:
         "",
         "## Best setting per metric, chosen on the validation periods",
         "",
+    ]
+    chosen = best_settings(frame, metrics)
+    if not chosen:
+        return "\n".join(lines + ["No validation period has closed: no setting is chosen.", ""])
+    lines += [
         "| strategy | metric | best setting | validation mean | test mean [95% interval] |",
         "|---|---|---|---|---|",
     ]
-    for best in best_settings(frame, metrics):
+    for best in chosen:
         lines.append(
             f"| {best['strategy']} | {best['metric']} | {setting_id(best['setting'])} | {best['validation']:.4f} | "
             f"{_cell(best['test']) if len(best['test']) else '–'} |"
