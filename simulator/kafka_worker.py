@@ -123,8 +123,9 @@ class SweepWorker:
         self.report(f"job {sweep}/{job.id}: taken (partition {tp.partition})")
 
         def on_start() -> None:  # in the job's thread, once it holds the job's lock
-            record = {"job": job.id, "state": "running", "worker": self.name, "time": time.time()}
-            send_result(bus, self.prefix, sweep, record)
+            send_result(
+                bus, self.prefix, sweep, {"job": job.id, "state": "running", "worker": self.name, "time": time.time()}
+            )
 
         outcome: dict = {}
         thread = threading.Thread(
@@ -148,6 +149,8 @@ class SweepWorker:
         send_result(bus, self.prefix, sweep, record_out)
         try:  # only now: a worker killed before this point leaves the job to another one
             consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+            if tp in consumer.assignment():  # a rebalance meanwhile rewinds to the last commit
+                consumer.seek(tp, record.offset + 1)
         except KafkaError as err:
             self.report(f"job {sweep}/{job.id}: commit refused ({type(err).__name__}); its new owner publishes it too")
         self.done += record_out["state"] == "done"
