@@ -61,7 +61,9 @@ def check_shared(spec: SweepSpec) -> None:
 
 def publish(spec: SweepSpec, jobs: list[Job], bus: Bus, cfg: RunConfig, log, report: Report) -> None:
     """The replay (unless the topic already holds all of it) and one record per job (unless
-    there already is one). A jobs topic of another sweep with this name is refused."""
+    there already is one). A job that failed is sent again, after a `pending` result: its
+    partition's owner runs it once more. A jobs topic of another sweep with this name is
+    refused."""
     from simulator.producer import ReplayProducer
     from simulator.run import replay_settings
 
@@ -84,9 +86,14 @@ def publish(spec: SweepSpec, jobs: list[Job], bus: Bus, cfg: RunConfig, log, rep
         raise SweepError(
             f"Kafka already holds another sweep named {spec.name} ({topic}); give this one another name (--name)"
         )
+    failed = {job_id for job_id, result in read_results(bus, prefix, spec.name).items() if result["state"] == "failed"}
     sender = bus.producer()
     for i, job in enumerate(jobs):
-        if i not in recorded:
+        if job.id in failed:  # pending first, so that a follower never reads the retry as failed
+            send_result(
+                bus, prefix, spec.name, {"job": job.id, "state": "pending", "worker": None, "time": time.time()}
+            )
+        if i not in recorded or job.id in failed:
             record = {
                 "sweep": spec.name,
                 "spec": spec.as_dict(),
@@ -95,7 +102,10 @@ def publish(spec: SweepSpec, jobs: list[Job], bus: Bus, cfg: RunConfig, log, rep
             }
             sender.send(topic, json.dumps(record).encode(), partition=i, key=job.id.encode())
     sender.close()
-    report(f"jobs: {len(jobs) - len(recorded)} published on {topic} ({len(recorded)} from before)")
+    report(
+        f"jobs: {len(jobs) - len(recorded)} published on {topic}, {len(failed)} failed ones again "
+        f"({len(recorded)} from before)"
+    )
 
 
 def _read_all(bus: Bus, topic: str) -> list:

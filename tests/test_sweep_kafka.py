@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulator.sweep import SweepDir, expand, load_spec
+from simulator.sweep import SweepDir, SweepError, expand, load_spec
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = pytest.mark.kafka
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ["retrain_seconds", "eval_seconds"]
@@ -38,6 +38,7 @@ def _workers(n: int, url: str, prefix: str, runs: Path, logs: Path) -> list[subp
     ]
 
 
+@pytest.mark.slow
 def test_three_workers_one_killed_mid_job_give_the_sequential_results(tmp_path, kafka_bootstrap):
     from replay_data.prepared import prepare
     from simulator.bus.kafka import KafkaBus
@@ -100,3 +101,37 @@ def test_three_workers_one_killed_mid_job_give_the_sequential_results(tmp_path, 
         )
         swept = pd.read_csv(root.jobs_root / job.id / "periods.csv")
         pd.testing.assert_frame_equal(swept.drop(columns=TIMING), alone.drop(columns=TIMING), obj=job.id)
+
+
+def test_publishing_a_sweep_again_sends_its_failed_jobs_again_and_nothing_else(tmp_path, kafka_bootstrap):
+    from replay_data.prepared import prepare
+    from simulator.bus.kafka import KafkaBus
+    from simulator.sweep_kafka import jobs_topic, publish, read_results, send_result
+
+    prefix, url = f"t{uuid.uuid4().hex[:8]}", f"kafka://{kafka_bootstrap}"
+    (tmp_path / "grid.yaml").write_text(
+        f"name: again\npreset: tiny\nset:\n  bus.prefix: {prefix}\ngrid:\n  learner.model.dim: [4, 8]\n"
+    )
+    spec = load_spec(tmp_path / "grid.yaml")
+    jobs = expand(spec)
+    cfg = jobs[0].config()
+    cfg = replace(cfg, bus=replace(cfg.bus, url=url))
+    log, _ = prepare(cfg.data, tmp_path / "prepared", progress=False)
+    bus = KafkaBus(kafka_bootstrap)
+    try:
+        said: list[str] = []
+        publish(spec, jobs, bus, cfg, log, said.append)
+        send_result(bus, prefix, "again", {"job": jobs[1].id, "state": "failed", "worker": "w", "error": "boom"})
+        publish(spec, jobs, bus, cfg, log, said.append)
+        consumer = bus.consumer(jobs_topic(prefix, "again"), f"t-{uuid.uuid4().hex}")
+        try:
+            assert consumer.end_offsets() == {0: 1, 1: 2}  # job s01 twice, s00 once
+        finally:
+            consumer.close()
+        assert read_results(bus, prefix, "again")[jobs[1].id]["state"] == "pending"
+        assert "complete from before" in said[-2] and "0 published" in said[-1] and "1 failed ones again" in said[-1]
+        other = replace(spec, grid={"learner.model.dim": [4, 16]})
+        with pytest.raises(SweepError, match="another sweep named again"):
+            publish(other, expand(other), bus, cfg, log, said.append)
+    finally:
+        bus.close()
