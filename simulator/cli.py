@@ -25,6 +25,7 @@ examples:
   rtsim run --preset movielens --input ratings.csv
   rtsim datasets                              # readers, presets and prepared logs
   rtsim kafka up                              # a local Kafka broker without Docker
+  rtsim sweep sweep.yaml --workers 2          # a grid of settings × seeds (rtsim sweep -h)
 """
 
 
@@ -239,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.report import add_report_parser
 
     add_report_parser(sub)
+    from simulator.sweep_cli import add_sweep_parser, add_worker_parser
+
+    add_sweep_parser(sub)
+    add_worker_parser(sub)
     return parser
 
 

@@ -341,7 +341,9 @@ def _learn(
     metrics: LearnerMetrics,
     endpoints: Endpoints,
     resume: dict | None = None,
+    group: str | None = None,
 ) -> pd.DataFrame:
+    """group: the learner's consumer group, when several learners read one replay (a sweep's jobs)."""
     engine = Engine(cfg.learner, manifest["phases"])
     metrics.set_serving(engine.serving, engine.enabled, swapped=False)
 
@@ -369,6 +371,7 @@ def _learn(
         engine,
         manifest,
         prefix=cfg.bus.prefix,
+        group=group,
         on_period=recorder.on_period,
         deadletter=deadletter,
         metrics=metrics,

@@ -17,7 +17,11 @@ from urllib.parse import urlsplit
 from simulator.kafka_local import cache_root
 
 # the scrape jobs of dashboards/prometheus/prometheus.yml (and their `service` label), by side
-SIDES = {"learner": ("rtsim-learner", "learner"), "producer": ("rtsim-replay", "replay")}
+SIDES = {
+    "learner": ("rtsim-learner", "learner"),
+    "producer": ("rtsim-replay", "replay"),
+    "sweep": ("rtsim-sweep", "sweep"),  # a sweep's progress (simulator/sweep_metrics.py)
+}
 
 
 def targets_dir() -> Path:

@@ -123,7 +123,7 @@ def rules() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def exported() -> dict[str, set[str]]:
-    """{sample name: label names} for every series the learner and the producer register.
+    """{sample name: label names} for every series the learner, the producer and a sweep register.
 
     Labelled metrics have no samples until a label set is used, so the names come from the
     metric objects: counters gain _total, histograms _bucket/_sum/_count (le on _bucket).
@@ -132,9 +132,10 @@ def exported() -> dict[str, set[str]]:
 
     from learner.metrics import LearnerMetrics
     from simulator.metrics import ProducerMetrics
+    from simulator.sweep_metrics import SweepMetrics
 
     names: dict[str, set[str]] = {}
-    for owner in (LearnerMetrics(), ProducerMetrics([0, 3600])):
+    for owner in (LearnerMetrics(), ProducerMetrics([0, 3600]), SweepMetrics()):
         for metric in vars(owner).values():
             if not isinstance(metric, MetricWrapperBase):
                 continue

@@ -60,6 +60,7 @@ SCRAPE_S = 1
 # The scrape jobs of dashboards/prometheus/prometheus.yml by their `service` label, and the
 # side of endpoints.json that serves each.
 SERVICE_SIDE = {"learner": "learner", "replay": "producer"}
+SWEEP_JOB = ("rtsim-sweep", "sweep")  # simulator/targets.py, SIDES["sweep"]
 SWAP_TO = "fine_tune"  # tiny serves sml by default
 # full_retrain retrains for seconds, longer than a period lasts: the learner falls behind
 # the replay and a real backlog builds up (the consumer lag must show it)
@@ -296,7 +297,26 @@ def rtsim_run(request, tmp_path_factory, prometheus_bin) -> Iterator[Run]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory, prometheus_bin, rtsim_run) -> Iterator[Prometheus]:
+def sweep_exporter() -> Iterator[str]:
+    """A sweep's progress metrics (simulator/sweep_metrics.py) mid-sweep, for the sweep
+    panels: the exporter of a real sweep, fed a sweep.json job list instead of running jobs
+    (tests/test_sweep*.py run those). Its address, HOST:PORT."""
+    from simulator.sweep_metrics import SweepMetrics, serve_sweep_metrics
+
+    metrics = SweepMetrics("promsweep", "tiny", "kafka://127.0.0.1:9092")
+    metrics.observe(
+        [{"state": "done", "worker": "w1"}, {"state": "running", "worker": "w2"}, {"state": "pending", "worker": None}]
+    )
+    lines: list[str] = []
+    stop = serve_sweep_metrics(metrics, "promsweep", 0, lines.append)
+    try:
+        yield urlsplit(lines[0].split(": ", 1)[1]).netloc
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory, prometheus_bin, rtsim_run, sweep_exporter) -> Iterator[Prometheus]:
     """Prometheus on a free loopback port: the project's config and rules, scraping the run."""
     root = tmp_path_factory.mktemp("prometheus")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
@@ -314,6 +334,13 @@ def prometheus(tmp_path_factory, prometheus_bin, rtsim_run) -> Iterator[Promethe
         metrics = urlsplit(rtsim_run.endpoints[SERVICE_SIDE[service]]["metrics"])
         static["targets"] = [metrics.netloc]
         job["metrics_path"] = metrics.path or "/metrics"
+    # a sweep has no compose service: `rtsim monitor` finds it through its target file
+    config["scrape_configs"].append(
+        {
+            "job_name": SWEEP_JOB[0],
+            "static_configs": [{"targets": [sweep_exporter], "labels": {"service": SWEEP_JOB[1]}}],
+        }
+    )
     config_path = root / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -472,7 +499,7 @@ def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, p
     jobs = {
         (job["job_name"], job["static_configs"][0]["labels"]["service"])
         for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
-    }
+    } | {SWEEP_JOB}
 
     def targets_up() -> bool:
         active = server.get("/api/v1/targets").get("data", {}).get("activeTargets", [])
