@@ -237,6 +237,10 @@ class StreamLearner:
                 return
             if decoded.kind == wire.EVENTS and self.windows.ended[message.partition]:
                 raise wire.DecodeError("after_end", "events after the producer's end marker on this partition")
+            if decoded.kind == wire.EVENTS and self.windows.finished:
+                # the producer's last watermark can close the last period before its end
+                # markers; events read after it (while draining) would reach no period
+                raise wire.DecodeError("after_end", "events after the run's last period closed")
         except wire.DecodeError as err:
             self.stats.rejected[err.reason] += 1
             log.warning("rejected record %s/%d@%d: %s", message.topic, message.partition, message.offset, err)

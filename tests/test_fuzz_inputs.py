@@ -104,6 +104,26 @@ def test_no_forged_record_makes_the_learner_drop_a_genuine_event(forged):
     assert sum(learner.stats.rejected.values()) - learner.stats.rejected["duplicate"] == len(letters)
 
 
+def test_events_read_after_the_last_period_closed_are_counted_and_dead_lettered():
+    """A watermark may close the last period before the end markers arrive; events read
+    after that (the learner drains the topic) would be counted but reach no period."""
+    bus = MemoryBus()
+    bus.create_topic(TOPIC, 2)
+    letters: list[dict] = []
+    manifest = MANIFEST | {"end_watermark": EDGES[-1]}  # the last event one second before the edge
+    learner = StreamLearner(bus, None, manifest, prefix="fuzz", deadletter=letters.append)
+    for p in (0, 1):
+        watermark = wire.encode_watermark(EDGES[-1])
+        learner._ingest(Message(TOPIC, p, 0, None, watermark, wire.headers(wire.WATERMARK, producer=PRODUCER)))
+    while learner.windows.pop_closed() is not None:
+        pass
+    assert learner.windows.finished
+    value, headers = _genuine()[0][1:]
+    learner._ingest(Message(TOPIC, 0, 1, None, value, headers))
+    assert dict(learner.stats.rejected) == {"after_end": 1} and learner.windows.stats.consumed == 0
+    assert [letter["reason"] for letter in letters] == ["after_end"]
+
+
 # --- config files ---------------------------------------------------------------------------
 
 _yaml_text = st.one_of(
