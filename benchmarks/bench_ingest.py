@@ -60,6 +60,7 @@ BLOCK_EVENTS = 5000  # the replay producer's default block between watermarks
 POLL_RECORDS = 10_000  # what StreamLearner's consumer.poll asks for (the Consumer default)
 PERIOD_SECONDS = 86_400
 FIRST_TS = 1_500_000_000
+PRODUCER = "bench-ingest"  # the producer identity its records carry and its manifest announces
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Topic:
     record_size: int
     records: int  # all records: events, watermarks and end markers
     event_records: int
+    manifest: dict  # what ReplayProducer.manifest would announce
 
 
 @dataclass
@@ -129,17 +131,32 @@ def produce(bus: Bus, stream: Stream, partitions: int, record_size: int) -> Topi
                     value,
                     partition=int(p),
                     key=users[0].encode(),
-                    headers=wire.headers(wire.EVENTS, row=int(chunk[0])),
+                    headers=wire.headers(wire.EVENTS, row=int(chunk[0]), producer=PRODUCER),
                 )
                 event_records += 1
         next_ts = int(stream.ts[hi]) if hi < n else int(stream.ts[-1]) + 1
         for p in range(partitions):
-            producer.send(topic, wire.encode_watermark(next_ts), partition=p, headers=wire.headers(wire.WATERMARK))
+            producer.send(
+                topic,
+                wire.encode_watermark(next_ts),
+                partition=p,
+                headers=wire.headers(wire.WATERMARK, producer=PRODUCER),
+            )
         records += partitions
     for p in range(partitions):
-        producer.send(topic, b"", partition=p, headers=wire.headers(wire.END))
+        producer.send(topic, b"", partition=p, headers=wire.headers(wire.END, producer=PRODUCER))
     producer.close()  # flushes
-    return Topic(run_id, topic, record_size, records + partitions + event_records, event_records)
+    rows = [np.flatnonzero(partition_of == p) for p in range(partitions)]
+    manifest = {
+        "run_id": run_id,
+        "schedule": stream.edges,
+        "speed": "max",
+        "n_events": n,
+        "producer": PRODUCER,
+        "partition_rows": [[int(r[0]), int(r[-1]) + 1] if len(r) else [0, 0] for r in rows],
+        "end_watermark": int(stream.ts[-1]) + 1,
+    }
+    return Topic(run_id, topic, record_size, records + partitions + event_records, event_records, manifest)
 
 
 class CountingEngine:
@@ -161,10 +178,14 @@ def learner_path(bus: Bus, stream: Stream, topic: Topic) -> Callable[[], Callabl
     """Set-up outside the timer (the learner's producer, windows); returns the timed run."""
 
     def prepare() -> Callable[[], int]:
-        manifest = {"run_id": topic.run_id, "schedule": stream.edges, "speed": "max"}
         engine = CountingEngine(len(stream.edges) - 1)
         learner = StreamLearner(
-            bus, engine, manifest, prefix=PREFIX, group=f"bench-{uuid.uuid4().hex}", deadletter=lambda record: None
+            bus,
+            engine,
+            topic.manifest,
+            prefix=PREFIX,
+            group=f"bench-{uuid.uuid4().hex}",
+            deadletter=lambda record: None,
         )
 
         def run() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from replay_data.prepared import FORMAT, _write, load
-from replay_data.schedules import build_schedule
+from replay_data.schedules import SCHEDULE_VERSION, build_schedule
 
 
 def raw_ids(prefix: str, n: int) -> np.ndarray:
@@ -39,6 +39,7 @@ def write_log(target: Path, n_events: int, n_users: int, n_items: int, seed: int
     schedule = build_schedule("equal_count", ts, n_periods=40)
     manifest = {
         "format": FORMAT,
+        "schedule_version": SCHEDULE_VERSION,
         "dataset": "benchmark",
         "source": {"kind": "synthetic"},
         "options": {},

@@ -25,8 +25,16 @@ import pyarrow.parquet as pq
 from replay_data import readers, synthetic
 from replay_data.preprocess import apply_steps
 from replay_data.presets import DataConfig, default_phases
-from replay_data.rejects import MissingInputError, Rejects
-from replay_data.schedules import BULK_RULE, Schedule, build_schedule, bulk, empty_periods, period_counts
+from replay_data.rejects import InputError, MissingInputError, Rejects
+from replay_data.schedules import (
+    BULK_RULE,
+    SCHEDULE_VERSION,
+    Schedule,
+    build_schedule,
+    bulk,
+    empty_periods,
+    period_counts,
+)
 from replay_data.typed_config import ConfigError, to_dict
 
 FORMAT = 1
@@ -72,13 +80,21 @@ class PreparedLog:
 
 
 def cache_key(data: DataConfig) -> str:
-    """Identity of a preparation: options plus the input's path, size and mtime."""
+    """Identity of a preparation: options, the input's path, size and mtime, and the
+    schedule algorithm's version (a log cut by an older one is prepared again)."""
     source = None
     if data.input is not None:
         path = Path(data.input).resolve()
         source = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in _source_files(path)]
     blob = json.dumps(
-        {"format": FORMAT, "data": to_dict(data) | {"input": None}, "source": source}, sort_keys=True, default=str
+        {
+            "format": FORMAT,
+            "schedule_version": SCHEDULE_VERSION,
+            "data": to_dict(data) | {"input": None},
+            "source": source,
+        },
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -135,6 +151,7 @@ def prepare(
     )
     manifest = {
         "format": FORMAT,
+        "schedule_version": SCHEDULE_VERSION,
         "dataset": data.dataset,
         "source": _describe_source(data),
         "options": to_dict(data),
@@ -156,6 +173,12 @@ def load(path: str | Path) -> PreparedLog:
     if not (path / "manifest.json").exists():
         raise MissingInputError(f"{path} is not a prepared log (no manifest.json); run `rtsim prepare` first")
     manifest = json.loads((path / "manifest.json").read_text())
+    version = manifest.get("schedule_version", 1)  # 1: written before the version was recorded
+    if version != SCHEDULE_VERSION:
+        raise InputError(
+            f"{path} was cut into periods by schedule algorithm {version}, this rtsim uses {SCHEDULE_VERSION}: "
+            "prepare it again (`rtsim prepare DATASET --force`)"
+        )
     events = pq.read_table(path / "events.parquet")
     return PreparedLog(
         path=path,

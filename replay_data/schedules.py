@@ -179,6 +179,11 @@ def fixed(ts: np.ndarray, *, duration_s: int, start: int | None = None) -> np.nd
     return origin + duration * np.arange(n + 1, dtype=np.int64)
 
 
+# The version of the algorithms that cut a log into periods (the schedule builders and the
+# bulk rule): bump it whenever the same log and options would be cut differently, so that
+# prepared logs cut by the older algorithm are rebuilt (replay_data/prepared.py). 2: the bulk rule.
+SCHEDULE_VERSION = 2
+
 BULK_TRIM = 0.01  # the bulk of a log: its event times from rank 1% to rank 99%
 MIN_MARGIN_S = 86_400
 BULK_RULE = (

@@ -8,10 +8,12 @@ partition, so the learner can close a period even when some partition is quiet.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +61,37 @@ class ReplayProducer:
         self._resume = threading.Event()
         self._resume.set()
 
+    @cached_property
+    def producer_id(self) -> str:
+        """Who may write this run's events: a digest of everything that decides the records'
+        bytes (run id, log, partitions, blocks). A resumed producer of the same run gets the
+        same id and re-sends identical records, which the learner drops as duplicates; any
+        other producer gets another id, and the learner rejects its records. A counter
+        epoch would add nothing here: every instance of this producer sends the same bytes."""
+        log, settings = self.log, self.settings
+        digest = hashlib.sha256(f"{wire.FORMAT}|{self.run_id}|{settings.partitions}|".encode())
+        digest.update(f"{settings.block_events}|{settings.block_seconds}|".encode())
+        for array in (log.ts, log.users, log.items):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        for ids in (log.user_ids, log.item_ids):
+            digest.update("\0".join(map(str, ids)).encode())
+        return digest.hexdigest()[:16]
+
+    @cached_property
+    def _event_partitions(self) -> np.ndarray:
+        """The partition of every event of the log."""
+        parts = self.settings.partitions
+        partition_of = np.array([wire.partition_for(u, parts) for u in self.log.user_ids], dtype=np.int32)
+        return partition_of[self.log.users]
+
+    def _partition_rows(self) -> list[list[int]]:
+        """Per partition, [first row, last row + 1] of its events ([0, 0] when it has none)."""
+        out = []
+        for p in range(self.settings.partitions):
+            rows = np.flatnonzero(self._event_partitions == p)
+            out.append([int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0])
+        return out
+
     def manifest(self) -> dict:
         return {
             "run_id": self.run_id,
@@ -68,6 +101,10 @@ class ReplayProducer:
             "speed": self.settings.speed if self.settings.speed is not None else "max",
             "n_events": int(len(self.log.ts)),
             "partitions": self.settings.partitions,
+            # what the learner trusts in record headers (simulator/admission.py)
+            "producer": self.producer_id,
+            "partition_rows": self._partition_rows(),
+            "end_watermark": self._end_watermark(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "format": wire.FORMAT,
             **self.settings.extra_manifest,
@@ -111,10 +148,8 @@ class ReplayProducer:
 
         Events before `fast_until_ts` go out unpaced (catching up after a resume)."""
         stop = stop or threading.Event()
-        log, parts = self.log, self.settings.partitions
+        log, parts, me = self.log, self.settings.partitions, self.producer_id
         producer = self.bus.producer()
-        user_ids = log.user_ids
-        partition_of = np.array([wire.partition_for(u, parts) for u in user_ids], dtype=np.int64)
         self._anchor = None
         block = self.settings.block_events
         try:
@@ -131,11 +166,14 @@ class ReplayProducer:
                 hi = self._block_end(row, block)
                 if fast_until_ts is None or log.ts[row] >= fast_until_ts:
                     self._wait_turn(int(log.ts[row]), row, stop)
-                self._send_block(producer, row, hi, partition_of)
-                next_ts = int(log.ts[hi]) if hi < len(log.ts) else int(log.ts[-1]) + 1
+                self._send_block(producer, row, hi)
+                next_ts = int(log.ts[hi]) if hi < len(log.ts) else self._end_watermark()
                 for p in range(parts):
                     producer.send(
-                        self.topic, wire.encode_watermark(next_ts), partition=p, headers=wire.headers(wire.WATERMARK)
+                        self.topic,
+                        wire.encode_watermark(next_ts),
+                        partition=p,
+                        headers=wire.headers(wire.WATERMARK, producer=me),
                     )
                 self.stats.produced += hi - row
                 self.stats.event_time = int(log.ts[hi - 1])
@@ -144,16 +182,20 @@ class ReplayProducer:
                 row = hi
             if row >= len(log.ts):
                 for p in range(parts):
-                    producer.send(self.topic, b"", partition=p, headers=wire.headers(wire.END))
+                    producer.send(self.topic, b"", partition=p, headers=wire.headers(wire.END, producer=me))
                 self.stats.done = True
         finally:
             producer.close()  # flushes what was produced, also on Ctrl-C
         return self.stats
 
-    def _send_block(self, producer, lo: int, hi: int, partition_of: np.ndarray) -> None:
+    def _end_watermark(self) -> int:
+        """The last watermark, sent after the last block: no event of the log is at or after it."""
+        return int(self.log.ts[-1]) + 1
+
+    def _send_block(self, producer, lo: int, hi: int) -> None:
         log = self.log
         users, items = log.users[lo:hi], log.items[lo:hi]
-        parts = partition_of[users]
+        parts = self._event_partitions[lo:hi]
         for p in np.unique(parts):
             rows = np.flatnonzero(parts == p)
             for start in range(0, len(rows), wire.MAX_EVENTS_PER_RECORD):
@@ -166,13 +208,15 @@ class ReplayProducer:
                     value,
                     partition=int(p),
                     key=log.user_ids[users[chunk[0]]].encode(),
-                    headers=wire.headers(wire.EVENTS, row=lo + int(chunk[0])),
+                    headers=wire.headers(wire.EVENTS, row=lo + int(chunk[0]), producer=self.producer_id),
                 )
 
     def resume_row(self) -> int | None:
         """Where an earlier producer of this run stopped, read from the topic itself: the
         start of the block after its last watermark (None: it sent everything). Blocks are
-        deterministic, so records sent again are identical and the learner drops them."""
+        deterministic, so records sent again are identical and the learner drops them. Only
+        this producer's own watermarks and end markers count: a stray one must not make it
+        skip rows."""
         consumer = self.bus.consumer(self.topic, f"rtsim-producer-resume-{time.time_ns()}")
         last_watermark: dict[int, int] = {}
         ended: set[int] = set()
@@ -180,6 +224,8 @@ class ReplayProducer:
             end = consumer.end_offsets()
             while consumer.positions() != end:
                 for message in consumer.poll(1.0):
+                    if message.headers.get(wire.PRODUCER_HEADER) != self.producer_id:
+                        continue
                     kind = message.headers.get(wire.TYPE_HEADER)
                     if kind == wire.WATERMARK:
                         last_watermark[message.partition] = wire.decode(message.headers, message.value).ts[0]

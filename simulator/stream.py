@@ -21,6 +21,7 @@ from learner.engine import Engine, StrategyResult
 from learner.metrics import LearnerMetrics
 from learner.results import as_row
 from learner.windows import PeriodWindows
+from simulator.admission import Admission
 from simulator.bus import Bus, BusError, Message, wire
 from simulator.dedup import RowLedger
 
@@ -97,8 +98,9 @@ class StreamLearner:
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
         self.rows: list[dict] = []  # every result row so far, kept in checkpoints
-        self._ledger = RowLedger(int(manifest["n_events"]))  # drops what a resumed producer re-sends
-        self._reread_ledger = RowLedger(self._ledger.n_events)  # after a resume: refill each record once
+        self._admission = Admission(manifest)  # what record headers may claim
+        self._ledger = RowLedger()  # drops what a resumed producer re-sends
+        self._reread_ledger = RowLedger()  # after a resume: refill each record once
         self._replay_until: dict[int, int] = {}  # per partition: offsets read before a resume
         self._seek_to: dict[int, int] | None = None
         self._refilling: dict[int, int] = {}  # per partition: re-read up to here before closing a period
@@ -229,12 +231,16 @@ class StreamLearner:
             return
         self.stats.records += 1
         try:
-            decoded = self._decode(message, self._ledger)
+            decoded = self._admit(message, self._ledger)
             if decoded is None:
                 self.stats.rejected["duplicate"] += 1  # a resumed producer sent it again
                 return
             if decoded.kind == wire.EVENTS and self.windows.ended[message.partition]:
                 raise wire.DecodeError("after_end", "events after the producer's end marker on this partition")
+            if decoded.kind == wire.EVENTS and self.windows.finished:
+                # the producer's last watermark can close the last period before its end
+                # markers; events read after it (while draining) would reach no period
+                raise wire.DecodeError("after_end", "events after the run's last period closed")
         except wire.DecodeError as err:
             self.stats.rejected[err.reason] += 1
             log.warning("rejected record %s/%d@%d: %s", message.topic, message.partition, message.offset, err)
@@ -251,17 +257,24 @@ class StreamLearner:
             return
         self._apply(message, decoded, self.windows.add)
 
-    @staticmethod
-    def _decode(message: Message, ledger: RowLedger) -> wire.Decoded | None:
-        """The record decoded, or None when `ledger` has seen it; DecodeError if it is bad."""
+    def _admit(self, message: Message, ledger: RowLedger) -> wire.Decoded | None:
+        """The record decoded and within what the manifest allows, or None when `ledger`
+        has seen it; DecodeError says why it is refused."""
+        self._admission.check_producer(message.headers)
         decoded = wire.decode(message.headers, message.value)
-        if decoded.kind == wire.EVENTS and not ledger.first_time(message, len(decoded.ts)):
-            return None
+        if decoded.kind == wire.EVENTS:
+            row = self._admission.row(message.partition, message.headers, len(decoded.ts))
+            if not ledger.first_time(message.partition, row, message.value):
+                return None
+        elif decoded.kind == wire.WATERMARK:
+            self._admission.check_watermark(int(decoded.ts[0]))
+        else:
+            self._admission.check_end(message.partition, int(self.windows.watermarks[message.partition]))
         return decoded
 
     def _reread(self, message: Message) -> None:
         try:
-            decoded = self._decode(message, self._reread_ledger)
+            decoded = self._admit(message, self._reread_ledger)
         except wire.DecodeError:
             return  # counted and dead-lettered before the checkpoint
         if decoded is None:

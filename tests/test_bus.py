@@ -14,10 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka.errors import KafkaConnectionError, UnsupportedVersionError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, UnsupportedVersionError
 
 from simulator.bus import Bus, BusError, Consumer, Message, Producer, open_bus
-from simulator.bus.kafka import KafkaBus
+from simulator.bus.kafka import (
+    CLIENT_LOGGER,
+    KafkaBus,
+    RateLimitedWarning,
+    _ClientTrouble,
+    _KafkaConsumer,
+    _KafkaProducer,
+    report_client_trouble,
+)
 from simulator.bus.memory import MemoryBus
 from simulator.kafka_local import LocalKafka, free_port
 
@@ -362,6 +370,76 @@ def test_kafka_poll_survives_a_retriable_error_and_reports_others(
         monkeypatch.undo()
         consumer.close()
         bus.close()
+
+
+class _GoneConsumerClient:
+    """A KafkaConsumer whose broker is away: every poll fails with a retriable error."""
+
+    def assign(self, tps: object) -> None:
+        pass
+
+    def committed(self, tp: object) -> None:
+        return None
+
+    def seek_to_beginning(self, tp: object) -> None:
+        pass
+
+    def poll(self, **_: object) -> dict:
+        raise KafkaConnectionError("connection reset")
+
+    def close(self, autocommit: bool = False) -> None:
+        pass
+
+
+class _GoneProducerClient:
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bus_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "rtsim.bus" and r.levelno == logging.WARNING]
+
+
+def test_kafka_trouble_while_a_broker_is_away_is_warned_once_per_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #18: a 24 s outage logged no warning on rtsim.bus. Failing polls, undelivered
+    records and kafka-python's own reconnects now warn, at most once per WARN_EVERY_S."""
+    consumer = _KafkaConsumer(_GoneConsumerClient(), "t", 2, "broker:9092")  # type: ignore[arg-type]
+    producer = _KafkaProducer(_GoneProducerClient(), "broker:9092")  # type: ignore[arg-type]
+    report_client_trouble()
+    report_client_trouble()  # once per process, however many buses
+    [trouble] = [h for h in logging.getLogger(CLIENT_LOGGER).handlers if isinstance(h, _ClientTrouble)]
+    monkeypatch.setattr(trouble, "warning", RateLimitedWarning())  # an interval of this test's own
+    with caplog.at_level(logging.WARNING, logger="rtsim.bus"):
+        for _ in range(5):
+            assert consumer.poll(0) == []
+            producer._on_failure(KafkaTimeoutError("expired after 120000 ms"))
+            logging.getLogger("kafka.net.manager").error("Connection failed: %s", "[Errno 111] Connection refused")
+    warned = _bus_warnings(caplog)
+    assert len(warned) == 3, warned
+    assert "poll of 't' on Kafka at broker:9092: KafkaConnectionError" in warned[0]
+    assert "not delivered to Kafka at broker:9092 (KafkaTimeoutError" in warned[1]
+    assert "Kafka client trouble (Connection failed: [Errno 111] Connection refused)" in warned[2]
+    with pytest.raises(BusError, match="5 records were not delivered"):  # each failure still counts
+        producer.flush()
+
+
+def test_a_rate_limited_warning_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    warning = RateLimitedWarning(every_s=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="rtsim.bus"):
+        for at in (0.0, 1.0, 9.9, 10.0, 25.0):
+            now[0] = at
+            warning.warn("broker away: %s", at)
+    assert _bus_warnings(caplog) == [
+        "broker away: 0.0",
+        "broker away: 10.0 (2 more like it in the last 10 s)",
+        "broker away: 25.0",
+    ]
 
 
 @pytest.mark.kafka

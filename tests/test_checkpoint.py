@@ -112,6 +112,8 @@ def test_a_checkpoint_without_record_digests_is_refused_with_what_to_do(tiny):
     cfg, phases, _ = tiny
     bus = MemoryBus()
     bus.create_topic("rtsim.events.old", 3)
-    learner = StreamLearner(bus, Engine(cfg.learner, phases), {"run_id": "old", "schedule": [0, 1], "n_events": 1})
+    manifest = {"run_id": "old", "schedule": [0, 1], "n_events": 1}
+    manifest |= {"producer": "p", "partition_rows": [[0, 1]] * 3, "end_watermark": 1}
+    learner = StreamLearner(bus, Engine(cfg.learner, phases), manifest)
     with pytest.raises(CheckpointError, match="older rtsim.*without --resume"):
         learner.restore({"rows_seen": {0: 5}})

@@ -25,6 +25,16 @@ from simulator.stream import StreamLearner
 EDGES = [0, 100, 200, 300]
 N_EVENTS = 60
 TOPIC = wire.events_topic("fuzz", "run")
+PRODUCER = "genuine"
+END_WATERMARK = 5 * (N_EVENTS - 1) + 1
+MANIFEST = {
+    "run_id": "run",
+    "schedule": EDGES,
+    "n_events": N_EVENTS,
+    "producer": PRODUCER,
+    "partition_rows": [[0, N_EVENTS - 3], [3, N_EVENTS]],  # records of 3 rows, alternating
+    "end_watermark": END_WATERMARK,
+}
 
 
 def _genuine() -> list[tuple[int, bytes, dict[str, str]]]:
@@ -32,7 +42,8 @@ def _genuine() -> list[tuple[int, bytes, dict[str, str]]]:
     records = []
     for row in range(0, N_EVENTS, 3):
         events = [{"ts": 5 * r, "user": f"u{r % 7}", "item": f"i{r}"} for r in range(row, row + 3)]
-        records.append((row // 3 % 2, json.dumps(events).encode(), wire.headers(wire.EVENTS, row=row)))
+        headers = wire.headers(wire.EVENTS, row=row, producer=PRODUCER)
+        records.append((row // 3 % 2, json.dumps(events).encode(), headers))
     return records
 
 
@@ -51,10 +62,19 @@ _forged_value = st.one_of(
     st.lists(_event, max_size=4).map(lambda e: json.dumps(e).encode()),
     st.sampled_from([value for _, value, _ in _genuine()]),
 )
-# every header but an end marker: a forged `end` does stop its partition (README: not guaranteed)
-_forged_headers = st.fixed_dictionaries(
-    {wire.TYPE_HEADER: st.sampled_from([wire.EVENTS, wire.WATERMARK, "x"])},
-    optional={wire.FORMAT_HEADER: st.sampled_from([wire.FORMAT, "2", ""]), wire.ROW_HEADER: _row_header},
+_optional = {wire.FORMAT_HEADER: st.sampled_from([wire.FORMAT, "2", ""]), wire.ROW_HEADER: _row_header}
+# Records of another producer, or none, of every kind; and records carrying the run's own
+# identity, which is trusted within the manifest's bounds: its events and watermarks, but
+# not an end marker that follows a forged last watermark (admission.py: strays, not adversaries).
+_forged_headers = st.one_of(
+    st.fixed_dictionaries(
+        {wire.TYPE_HEADER: st.sampled_from([wire.EVENTS, wire.WATERMARK, wire.END, "x"])},
+        optional=_optional | {wire.PRODUCER_HEADER: st.sampled_from(["other", "", PRODUCER + " "])},
+    ),
+    st.fixed_dictionaries(
+        {wire.TYPE_HEADER: st.sampled_from([wire.EVENTS, wire.WATERMARK]), wire.PRODUCER_HEADER: st.just(PRODUCER)},
+        optional=_optional,
+    ),
 )
 _forged = st.tuples(st.integers(0, 1), _forged_value, _forged_headers)
 
@@ -64,13 +84,14 @@ _forged = st.tuples(st.integers(0, 1), _forged_value, _forged_headers)
 def test_no_forged_record_makes_the_learner_drop_a_genuine_event(forged):
     bus = MemoryBus()
     bus.create_topic(TOPIC, 2)
-    manifest = {"run_id": "run", "schedule": EDGES, "n_events": N_EVENTS}
     letters: list[dict] = []
-    learner = StreamLearner(bus, None, manifest, prefix="fuzz", deadletter=letters.append)
+    learner = StreamLearner(bus, None, MANIFEST, prefix="fuzz", deadletter=letters.append)
     stream = _genuine()
     for position, record in sorted(forged, key=lambda f: f[0], reverse=True):
         stream.insert(position, record)
-    stream += [(p, b"", wire.headers(wire.END)) for p in (0, 1)]
+    for p in (0, 1):
+        stream.append((p, wire.encode_watermark(END_WATERMARK), wire.headers(wire.WATERMARK, producer=PRODUCER)))
+        stream.append((p, b"", wire.headers(wire.END, producer=PRODUCER)))
     offsets = Counter()
     for partition, value, headers in stream:
         learner._ingest(Message(TOPIC, partition, offsets[partition], None, value, headers))
@@ -81,6 +102,26 @@ def test_no_forged_record_makes_the_learner_drop_a_genuine_event(forged):
     genuine = Counter((e["ts"], e["user"], e["item"]) for _, value, _ in _genuine() for e in json.loads(value))
     assert not genuine - ingested, "a genuine event was dropped"
     assert sum(learner.stats.rejected.values()) - learner.stats.rejected["duplicate"] == len(letters)
+
+
+def test_events_read_after_the_last_period_closed_are_counted_and_dead_lettered():
+    """A watermark may close the last period before the end markers arrive; events read
+    after that (the learner drains the topic) would be counted but reach no period."""
+    bus = MemoryBus()
+    bus.create_topic(TOPIC, 2)
+    letters: list[dict] = []
+    manifest = MANIFEST | {"end_watermark": EDGES[-1]}  # the last event one second before the edge
+    learner = StreamLearner(bus, None, manifest, prefix="fuzz", deadletter=letters.append)
+    for p in (0, 1):
+        watermark = wire.encode_watermark(EDGES[-1])
+        learner._ingest(Message(TOPIC, p, 0, None, watermark, wire.headers(wire.WATERMARK, producer=PRODUCER)))
+    while learner.windows.pop_closed() is not None:
+        pass
+    assert learner.windows.finished
+    value, headers = _genuine()[0][1:]
+    learner._ingest(Message(TOPIC, 0, 1, None, value, headers))
+    assert dict(learner.stats.rejected) == {"after_end": 1} and learner.windows.stats.consumed == 0
+    assert [letter["reason"] for letter in letters] == ["after_end"]
 
 
 # --- config files ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from replay_data.prepared import list_prepared, load, prepare
-from replay_data.rejects import MalformedInputError
+from replay_data.rejects import InputError, MalformedInputError
 from replay_data.typed_config import ConfigError, to_dict
 from simulator.config import resolve
 
@@ -188,6 +188,24 @@ def test_touched_input_misses_the_cache(ratings, tmp_path):
     np.testing.assert_array_equal(second.users, first.users)
     assert second.manifest["source"]["files"][0]["sha256"] == first.manifest["source"]["files"][0]["sha256"]
     assert prepare(cfg.data, cache_root=tmp_path / "cache", progress=False)[1]
+
+
+def test_a_log_cut_by_an_older_schedule_algorithm_is_prepared_again(ratings, tmp_path, monkeypatch):
+    """A cache must not outlive the schedule algorithm that cut it (issue #18): the bulk rule
+    changed schedules without changing the cache key, so old caches were reused silently."""
+    from replay_data import prepared as prepared_module
+
+    path, _ = ratings
+    cfg = resolve("movielens", input_path=str(path))
+    monkeypatch.setattr(prepared_module, "SCHEDULE_VERSION", prepared_module.SCHEDULE_VERSION - 1)
+    old, _ = prepare(cfg.data, cache_root=tmp_path, progress=False)
+    monkeypatch.undo()
+    new, cached = prepare(cfg.data, cache_root=tmp_path, progress=False)
+    assert not cached and new.path != old.path
+    assert new.manifest["schedule_version"] == prepared_module.SCHEDULE_VERSION
+    version = prepared_module.SCHEDULE_VERSION
+    with pytest.raises(InputError, match=rf"schedule algorithm {version - 1}, this rtsim uses {version}.*--force"):
+        load(old.path)  # named by path (export-sml), an old log is refused too
 
 
 def test_frame_gives_raw_ids_for_a_row_range(ratings, prepared):

@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import weakref
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -141,7 +143,7 @@ def _produce_and_learn(bus, log, cfg, run_id, inject=None):
     producer = ReplayProducer(bus, log, run_id, settings)
     manifest = producer.publish_manifest()
     if inject:
-        inject(bus, producer.topic)
+        inject(bus, producer)
     producer.run()
     deadletters: list[dict] = []
     engine = Engine(cfg.learner, manifest["phases"])
@@ -170,8 +172,9 @@ def _topic_events(bus, topic):
     return total
 
 
-def _inject_bad_records(bus, topic):
-    producer = bus.producer()
+def _inject_bad_records(bus, replay):
+    """Bad records that carry the run's producer identity, so the decoder is what refuses them."""
+    producer, me = bus.producer(), {wire.PRODUCER_HEADER: replay.producer_id}
     bad = [
         (b"{nope", wire.headers(wire.EVENTS)),
         (b'{"ts": 1, "user": "u"}', wire.headers(wire.EVENTS)),
@@ -179,7 +182,7 @@ def _inject_bad_records(bus, topic):
         (b"{}", {wire.TYPE_HEADER: "events", wire.FORMAT_HEADER: "7"}),
     ]
     for value, headers in bad:
-        producer.send(topic, value, partition=0, headers=headers)
+        producer.send(replay.topic, value, partition=0, headers=headers | me)
     producer.close()
 
 
@@ -201,57 +204,100 @@ def test_consumed_events_equal_the_topic_and_bad_records_are_dead_lettered(reque
     if transport == "memory":
         letters = deadletters
     else:
-        consumer = bus.consumer(wire.deadletter_topic(prefix), f"dl-{uuid.uuid4().hex}")
-        letters = [json.loads(m.value) for _ in range(20) for m in consumer.poll(0.5)]
-        consumer.close()
+        letters = _deadletters(bus, prefix)
     assert sorted(d["reason"] for d in letters) == ["bad_format", "bad_json", "missing_field", "not_utf8"]
     assert all(d["topic"] == topic and d["partition"] == 0 and "raw_base64" in d for d in letters)
     bus.close()
 
 
-def _forged(row: str, ts: int = 0, user: str = "forger") -> tuple[bytes, dict[str, str]]:
+def _deadletters(bus, prefix: str) -> list[dict]:
+    consumer = bus.consumer(wire.deadletter_topic(prefix), f"dl-{uuid.uuid4().hex}")
+    letters = [json.loads(m.value) for _ in range(20) for m in consumer.poll(0.5)]
+    consumer.close()
+    return letters
+
+
+def _event(row: int | str, producer: str | None, ts: int = 0, user: str = "forger") -> tuple[bytes, dict[str, str]]:
     value = json.dumps({"ts": ts, "user": user, "item": "forged"}).encode()
-    return value, {**wire.headers(wire.EVENTS), wire.ROW_HEADER: row}
+    return value, {**wire.headers(wire.EVENTS, producer=producer), wire.ROW_HEADER: str(row)}
 
 
-# (record, why the learner turns it away: None when it is ingested, as any extra event is)
-FORGED = [
-    (_forged("1000000000000000"), "bad_row"),  # the record of issue #18: beyond the run's size
-    (_forged("-1"), "bad_row"),
-    (_forged("5000"), "bad_row"),  # one past the last row of the 5,000-event tiny log
-    (_forged("+3"), "bad_row"),
-    (_forged("3"), None),  # in range: ingested (before the schedule), takes nobody's place
-    (_forged("3"), "duplicate"),  # the same record again
-    (_forged("3", user="other"), None),  # the same row, other bytes: not a re-send
-]
+def _forgeries(replay: ReplayProducer, genuine: tuple[bytes, dict[str, str]]) -> list[tuple[tuple, str]]:
+    """(record, the reason the learner gives) for records a live run must shrug off;
+    `genuine` is a record the producer has sent already."""
+    me, manifest = replay.producer_id, replay.manifest()
+    lo, hi = manifest["partition_rows"][0]
+    last = manifest["end_watermark"]
+    far = manifest["schedule"][-1] + 10**9
+    return [
+        (_event(10**15, None), "foreign_producer"),  # the record of issue #18, as it was sent
+        (_event(lo, "someone-else"), "foreign_producer"),  # another producer, a row in range
+        (_event(lo, me + "x"), "foreign_producer"),
+        (_event(10**15, me), "bad_row"),  # with the run's identity, still bounded by the manifest
+        (_event(-1, me), "bad_row"),
+        (_event("+3", me), "bad_row"),
+        (_event(hi, me), "bad_row"),  # one past the partition's last row
+        (_event(len(replay.log.ts), me), "bad_row"),
+        (genuine, "duplicate"),  # a genuine record replayed: dropped once, its original stays
+        (genuine, "duplicate"),
+        ((wire.encode_watermark(far), wire.headers(wire.WATERMARK)), "foreign_producer"),
+        ((wire.encode_watermark(last + 1), wire.headers(wire.WATERMARK, producer=me)), "bad_watermark"),
+        ((b"", wire.headers(wire.END)), "foreign_producer"),
+        ((b"", wire.headers(wire.END, producer="someone-else")), "foreign_producer"),
+        ((b"", wire.headers(wire.END, producer=me)), "early_end"),  # before the last watermark
+    ]
 
 
-def _inject_forged_rows(bus, topic):
-    producer = bus.producer()
-    for (value, headers), _ in FORGED:
-        producer.send(topic, value, partition=0, headers=headers)
-    producer.close()
+class _InjectMidway:
+    """Producer metrics that, once half the log is out, send `forgeries` to partition 0."""
+
+    def __init__(self, bus, replay: ReplayProducer) -> None:
+        self.bus, self.replay, self.sent = bus, replay, []
+
+    def observe(self, stats) -> None:
+        if self.sent or stats.produced < len(self.replay.log.ts) // 2:
+            return
+        self.sent = _forgeries(self.replay, self._first_record())
+        producer = self.bus.producer()
+        for (value, headers), _ in self.sent:
+            producer.send(self.replay.topic, value, partition=0, headers=headers)
+        producer.close()
+
+    def _first_record(self) -> tuple[bytes, dict[str, str]]:
+        consumer = self.bus.consumer(self.replay.topic, f"copy-{uuid.uuid4().hex}")
+        try:
+            while True:
+                for message in consumer.poll(1.0):
+                    if message.partition == 0 and message.headers[wire.TYPE_HEADER] == wire.EVENTS:
+                        return message.value, message.headers
+        finally:
+            consumer.close()
 
 
 @pytest.mark.kafka
-def test_forged_row_headers_never_drop_a_genuine_record(kafka_bootstrap, tiny_log, direct_periods):
-    """Issue #18: one record with rtsim-row 10**15 made the learner drop every later
-    genuine record of its partition as a duplicate; the run still ended normally."""
+def test_forged_records_in_a_live_run_change_nothing_and_are_each_counted(kafka_bootstrap, tiny_log, direct_periods):
+    """Issue #18: one record with rtsim-row 10**15 made the learner drop every later genuine
+    record of its partition as a duplicate, and forged watermarks or end markers could close
+    periods early or end a partition. Injected while the run is live, over a real broker."""
     from simulator.bus.kafka import KafkaBus
 
     prefix = f"t{uuid.uuid4().hex[:8]}"
     bus = KafkaBus(kafka_bootstrap)
     cfg = resolve("tiny", overrides=[f"bus.url=kafka://{kafka_bootstrap}", f"bus.prefix={prefix}"])
-    learner, _ = _produce_and_learn(bus, tiny_log, cfg, "forged", inject=_inject_forged_rows)
+    settings = replay_settings(cfg, "tiny")
+    replay = ReplayProducer(bus, tiny_log, "forged", settings)
+    replay.metrics = injector = _InjectMidway(bus, replay)
+    manifest = replay.publish_manifest()
+    producing = threading.Thread(target=replay.run)
+    producing.start()
+    learner = StreamLearner(bus, Engine(cfg.learner, manifest["phases"]), manifest, prefix=settings.prefix)
+    learner.run()
+    producing.join()
     _same(direct_periods, _deterministic(pd.DataFrame(learner.rows)))
-    reasons = [reason for _, reason in FORGED if reason]
-    assert dict(learner.stats.rejected) == {r: reasons.count(r) for r in set(reasons)}
-    assert learner.windows.stats.consumed == len(tiny_log.ts)
-    assert learner.windows.stats.outside["before_schedule"] == 2  # the two ingested forgeries
-    consumer = bus.consumer(wire.deadletter_topic(prefix), f"dl-{uuid.uuid4().hex}")
-    letters = [json.loads(m.value) for _ in range(20) for m in consumer.poll(0.5)]
-    consumer.close()
-    assert sorted(d["reason"] for d in letters) == sorted(r for r in reasons if r != "duplicate")
+    reasons = [reason for _, reason in injector.sent]
+    assert dict(learner.stats.rejected) == dict(Counter(reasons))
+    assert learner.windows.stats.consumed == len(tiny_log.ts) and not any(learner.windows.stats.outside.values())
+    assert sorted(d["reason"] for d in _deadletters(bus, prefix)) == sorted(r for r in reasons if r != "duplicate")
     bus.close()
 
 
@@ -263,7 +309,8 @@ def test_events_after_the_end_marker_are_counted_and_dead_lettered(tiny_log, dir
     manifest = producer.publish_manifest()
     producer.run()
     stray = bus.producer()
-    value, headers = _forged("7", ts=int(tiny_log.ts[-1]))  # inside the last period
+    first_row = manifest["partition_rows"][0][0]  # a row the manifest allows on partition 0
+    value, headers = _event(first_row, producer.producer_id, ts=int(tiny_log.ts[-1]))  # inside the last period
     stray.send(producer.topic, value, partition=0, headers=headers)
     stray.close()
     letters: list[dict] = []

@@ -5,6 +5,8 @@ every partition of their topic (never subscribe): a learner that trains for minu
 polls then has no group membership to lose, yet still commits offsets for its group.
 Every kafka-python error that reaches a caller is re-raised as BusError, except a retriable
 one in poll(), which is logged and reads as "no data yet" so a broker restart is survived.
+Trouble that repeats while a broker is away (poll errors, undelivered records, kafka-python's
+own reconnects) is logged on `rtsim.bus` at most once per WARN_EVERY_S, with a count.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ ATTEMPT_MAX_S = 1.0
 # that long (measured: 30 s before a consumer read again, 2 s with this cap).
 RECONNECT_BACKOFF_MAX_MS = 2_000
 
+# While a broker is away the same trouble repeats every poll or reconnect: one line per
+# WARN_EVERY_S (with how many were held back) says so without flooding the log.
+WARN_EVERY_S = 10.0
+
 TOPIC_READY_TIMEOUT_MS = 30_000
 # send() blocks only to fetch the metadata of a topic it has not seen yet: fail fast on a
 # topic that was never created, instead of kafka-python's 60 s.
@@ -71,6 +77,51 @@ def _reraised(what: str, bootstrap: str) -> Iterator[None]:
         raise BusError(f"{what} failed on Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
 
 
+class RateLimitedWarning:
+    """A warning on `rtsim.bus` at most once per `every_s`; the next one says how many were held back."""
+
+    def __init__(self, every_s: float = WARN_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every_s = every_s
+        self._clock = clock
+        self._lock = threading.Lock()  # producer errbacks run on kafka-python's sender thread
+        self._last: float | None = None
+        self._held = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last < self._every_s:
+                self._held += 1
+                return
+            held, self._held, self._last = self._held, 0, now
+        if held:
+            message, args = message + " (%d more like it in the last %.0f s)", (*args, held, self._every_s)
+        log.warning(message, *args)
+
+
+class _ClientTrouble(logging.Handler):
+    """kafka-python's own warnings and errors (connections lost or refused, metadata
+    refreshes failed: it reconnects and retries by itself) as rate-limited warnings on
+    `rtsim.bus`, so an outage that no call of ours sees fail is still reported."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.warning = RateLimitedWarning()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.warning.warn("Kafka client trouble (%s); kafka-python is retrying", record.getMessage())
+
+
+CLIENT_LOGGER = "kafka"  # kafka-python's loggers
+
+
+def report_client_trouble() -> None:
+    """Install the _ClientTrouble handler once per process."""
+    client_log = logging.getLogger(CLIENT_LOGGER)
+    if not any(isinstance(handler, _ClientTrouble) for handler in client_log.handlers):
+        client_log.addHandler(_ClientTrouble())
+
+
 class KafkaBus(Bus):
     """`bootstrap` is HOST:PORT[,HOST:PORT...]; the admin client connects at construction,
     so an unreachable broker is reported here (BusError after connect_timeout_s)."""
@@ -81,6 +132,7 @@ class KafkaBus(Bus):
         self.bootstrap = bootstrap
         self.url = f"kafka://{bootstrap}"
         self.connect_timeout_s = connect_timeout_s
+        report_client_trouble()
         self._admin = self._connect("admin client", KafkaAdminClient)
 
     def _connect(self, what: str, factory: Callable[..., _T], **config: object) -> _T:
@@ -171,6 +223,7 @@ class _KafkaProducer(Producer):
         self._first_failure: BaseException | None = None
         self._counts: dict[str, int] = {}
         self._closed = False
+        self._warning = RateLimitedWarning()
 
     def send(
         self,
@@ -211,6 +264,13 @@ class _KafkaProducer(Producer):
         with self._lock:
             self._failed += 1
             self._first_failure = self._first_failure or exc
+        # now, not only at the next flush, which a replay reaches at its end
+        self._warning.warn(
+            "a record was not delivered to Kafka at %s (%s: %s); flush will fail",
+            self._bootstrap,
+            type(exc).__name__,
+            exc,
+        )
 
     def flush(self) -> None:
         """Block until every sent record is acknowledged; BusError if any was not delivered."""
@@ -244,6 +304,7 @@ class _KafkaConsumer(Consumer):
         self._bootstrap = bootstrap
         self._tps = [TopicPartition(topic, p) for p in range(partitions)]
         self._closed = False
+        self._warning = RateLimitedWarning()
         with _reraised(f"assigning {topic!r}", bootstrap):
             client.assign(self._tps)
             committed = self.committed()
@@ -263,7 +324,7 @@ class _KafkaConsumer(Consumer):
                 raise BusError(
                     f"poll of {self._topic!r} failed on Kafka at {self._bootstrap}: {type(exc).__name__}: {exc}"
                 ) from exc
-            log.warning(
+            self._warning.warn(
                 "poll of %r on Kafka at %s: %s: %s; retrying", self._topic, self._bootstrap, type(exc).__name__, exc
             )
             # Honour the timeout so a caller's poll loop does not spin while the broker is away.

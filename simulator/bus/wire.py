@@ -20,6 +20,8 @@ FORMAT_HEADER = "rtsim-format"
 # on events records: the log row of the record's first event, so a consumer can drop the
 # records a resumed producer sends again
 ROW_HEADER = "rtsim-row"
+# on events, watermark and end records: the producer identity the run manifest announces
+PRODUCER_HEADER = "rtsim-producer"
 EVENTS, WATERMARK, END = "events", "watermark", "end"
 MAX_EVENTS_PER_RECORD = 1000
 _TS_LIMIT = 2**62  # |ts| below it: seconds far beyond any log, and safe in int64 arithmetic
@@ -45,10 +47,12 @@ def control_topic(prefix: str) -> str:
     return f"{prefix}.control"
 
 
-def headers(kind: str, row: int | None = None) -> dict[str, str]:
+def headers(kind: str, row: int | None = None, producer: str | None = None) -> dict[str, str]:
     out = {TYPE_HEADER: kind, FORMAT_HEADER: FORMAT}
     if row is not None:
         out[ROW_HEADER] = str(row)
+    if producer is not None:
+        out[PRODUCER_HEADER] = producer
     return out
 
 
