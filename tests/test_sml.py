@@ -5,7 +5,8 @@ import torch
 
 from learner.mf import MF
 from learner.period import Period, SharedState
-from learner.strategies.sml import Sml, SmlConfig, SmlS
+from learner.strategies.sml import Sml, SmlConfig
+from learner.strategies.sml_ablations import SmlS
 
 
 def _setup(**cfg):
