@@ -44,6 +44,11 @@ class SmlConfig:
     # "reseed": ŵ restarts from the transfer output each round (the authors' code);
     # "continue": ŵ keeps its own value across rounds (the paper's Algorithm 1)
     w_hat: Literal["reseed", "continue"] = "reseed"
+    # How an id first seen in the period being scored is served. "initial": its initial row;
+    # "transfer": f_Θ(initial row, initial row) with the Θ learned before the period, which
+    # is what SML deploys for an id it has not trained yet (its W and ŵ rows are both the
+    # initial row). Applies once SML serves transferred tables (from its first retrain on)
+    cold_start: Literal["initial", "transfer"] = "initial"
     # Negatives for step 2 (training the transfer). "period": items of the period it learns
     # on, not the user's there (the authors' rule); "known": every known item not in the
     # user's history (the shared sampler). Adam for ŵ in step 1: "dense" moves every row by
@@ -116,6 +121,11 @@ class Sml(Strategy):
         self.base_u = torch.cat([self.base_u, user_rows])
         self.base_i = torch.cat([self.base_i, item_rows])
         self.w_hat.grow(user_rows, item_rows)
+        if self.cfg.cold_start == "transfer" and self.task is not None:
+            # Θ has not seen the period being scored yet (it retrains after scoring): no leak
+            chunk = self.cfg.chunk_rows
+            user_rows = self.theta_u.apply_table(user_rows, user_rows, chunk)
+            item_rows = self.theta_i.apply_table(item_rows, item_rows, chunk)
         self.serve_u = torch.cat([self.serve_u, user_rows])
         self.serve_i = torch.cat([self.serve_i, item_rows])
 
