@@ -28,6 +28,7 @@ class SmlAblation(Sml):
     """A variant of SML configured by SML's settings."""
 
     config = AblationConfig
+    summary: ClassVar[str]  # what it changes, in a few words (the ablation table's legend)
 
     @classmethod
     def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> Sml:
@@ -39,6 +40,7 @@ class SmlCnn(SmlAblation):
     """SML-CNN: the transfer without its CNN part (the stacked rows go straight to the FC layers)."""
 
     name = "sml_cnn"
+    summary = "transfer without its CNN part"
     cnn = False
 
 
@@ -47,6 +49,7 @@ class SmlFc(SmlAblation):
     """SML-FC: the transfer without its FC layers (one more 1x1 conv maps the channels out)."""
 
     name = "sml_fc"
+    summary = "transfer without its FC layers"
     fc = False
 
 
@@ -56,6 +59,7 @@ class SmlN(SmlAblation):
     task's own period D_t instead of D_{t+1}."""
 
     name = "sml_n"
+    summary = "transfer trained on the task's own period, not the next"
     next_period = False
 
 
@@ -77,6 +81,7 @@ class SmlS(SmlAblation):
     """SML-S: SML until validation starts; then Θ is frozen and each period runs one step 1."""
 
     name = "sml_s"
+    summary = "transfer frozen from validation on"
     config = SmlSConfig
 
     def __init__(self, cfg: SmlConfig, shared: SharedState, own: SmlSConfig = SmlSConfig()) -> None:
@@ -104,9 +109,11 @@ class SmlFp(SmlAblation):
     still what is deployed and served (§4.3; §7.2, Alg. 2)."""
 
     name = "sml_fp"
+    summary = "ŵ learned on its own loss, not through the transfer"
     step1_through_transfer = False
 
 
-def ablations() -> list[str]:
-    """The registered ablations of SML, in registration order (the paper's: CNN, FC, N, S, FP)."""
-    return [name for name, cls in REGISTRY.items() if issubclass(cls, SmlAblation)]
+def ablations() -> dict[str, str]:
+    """{name: summary} of the registered ablations of SML, in registration order (the paper's:
+    CNN, FC, N, S, FP)."""
+    return {name: cls.summary for name, cls in REGISTRY.items() if issubclass(cls, SmlAblation)}
