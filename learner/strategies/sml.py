@@ -66,6 +66,10 @@ class SmlConfig:
     # scale with cores (0.1x Yelp shape, period 20: 12.6 s on 1 thread, 7.8 s on 2), unlike
     # MF's small sparse steps, which run on learner.threads
     threads: int | None = None
+    # the cnn, fc and next_period flags of old configs
+    unknown_key_hint: ClassVar[str] = (
+        "the ablations are strategies now: enable sml_cnn, sml_fc, sml_n, sml_s or sml_fp beside sml"
+    )
 
     def validate(self) -> None:
         if self.rounds is not None and self.rounds < 1:
