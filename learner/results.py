@@ -11,6 +11,7 @@ import pandas as pd
 
 from learner.engine import StrategyResult
 from learner.evaluation import SEGMENTS
+from learner.strategies.sml_ablations import ablations
 
 KS = (5, 10, 20)
 TIMING_COLUMNS = ("retrain_seconds", "eval_seconds")
@@ -180,6 +181,7 @@ def summary_markdown(df: pd.DataFrame, title: str, ks: tuple[int, ...] = KS) -> 
     lines += [
         "RI: the paper's relative improvement of SML over each strategy, mean over K of (SML / strategy - 1).",
         "",
+        *ablation_lines(pooled(df), max(ks), "pooled over test interactions"),
         "## Table 2: retraining seconds per test period",
         "",
         _table2(df, test_periods),
@@ -219,6 +221,33 @@ def _table1(table: pd.DataFrame, ks: tuple[int, ...], broken: dict[str, list[int
             cells.append(_pct(ri_n[strategy]))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def ablation_lines(table: pd.DataFrame, k: int, label: str) -> list[str]:
+    """The paper's ablation table (reference §7.3) as markdown lines: each ablation of SML that
+    ran, its NDCG@k and Recall@k, and its relative drop from SML. None unless SML and at least
+    one ablation ran."""
+    ran = {name: summary for name, summary in ablations().items() if name in table.index}
+    if "sml" not in table.index or not ran:
+        return []
+    rows = [f"| Strategy | N@{k} | drop N@{k} | R@{k} | drop R@{k} |", "|---|---|---|---|---|"]
+    for name in ["sml", *ran]:
+        cells = [name]
+        for metric in ("ndcg", "recall"):
+            value, reference = table.at[name, f"{metric}@{k}"], table.at["sml", f"{metric}@{k}"]
+            drop = None if name == "sml" or reference <= 0 else 1 - value / reference
+            cells += [f"{value:.4f}", _pct(drop)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return [
+        f"## Ablations: SML's variants, {label}",
+        "",
+        *rows,
+        "",
+        "Drop: 1 - variant / SML (positive: the variant is worse). "
+        + "; ".join(f"{name}: {summary}" for name, summary in ran.items())
+        + ".",
+        "",
+    ]
 
 
 def _pct(value: float | None) -> str:
@@ -316,15 +345,26 @@ def seeds_summary_markdown(
     for seed in seeds:
         for strategy, _periods in nonfinite_periods(frames[seed]).items():
             broken.setdefault(strategy, set()).add(seed)
-    metrics = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
-    header = ["Strategy"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks]
+    # the mean over seeds of each pooled value: what the cells, RI and the ablation table show
+    means = pd.concat(pooled_by_seed.values()).groupby(level=0, sort=False).mean().loc[strategies]
+    ri = {metric: relative_improvement(means, metric, ks) for metric in ("recall", "ndcg")}
+    header = ["Strategy"]
+    for metric, short in (("recall", "R"), ("ndcg", "N")):
+        header += [f"{short}@{k}" for k in ks] + ([f"RI({short})"] if ri[metric] else [])
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for strategy in strategies:
         cells = [f"{strategy} †" if strategy in broken else strategy]
-        for metric in metrics:
-            values = [pooled_by_seed[s].at[strategy, metric] for s in seeds if strategy in pooled_by_seed[s].index]
-            iv = stats.t_interval(values)
-            cells.append(f"{iv.mean:.4f}" + ("" if np.isnan(iv.lo) else f" [{iv.lo:.4f}, {iv.hi:.4f}]"))
+        for metric in ("recall", "ndcg"):
+            for k in ks:
+                values = [
+                    pooled_by_seed[s].at[strategy, f"{metric}@{k}"]
+                    for s in seeds
+                    if strategy in pooled_by_seed[s].index
+                ]
+                iv = stats.t_interval(values)
+                cells.append(f"{iv.mean:.4f}" + ("" if np.isnan(iv.lo) else f" [{iv.lo:.4f}, {iv.hi:.4f}]"))
+            if ri[metric]:
+                cells.append(_pct(ri[metric][strategy]))
         rows.append("| " + " | ".join(cells) + " |")
     lines += [
         "## Table 1: next-period quality, pooled over test interactions, across seeds",
@@ -333,7 +373,9 @@ def seeds_summary_markdown(
         "",
         "Each cell: the mean over seeds of the seed's pooled value [its 95% Student t interval over the "
         f"{len(seeds)} seed values, n-1 = {len(seeds) - 1} degrees of freedom]. The interval covers the mean over "
-        "random streams (initialisation, shuffles, training negatives) on these candidates; it needs 2 seeds.",
+        "random streams (initialisation, shuffles, training negatives) on these candidates; it needs 2 seeds. "
+        "RI: the paper's relative improvement of SML over each strategy, mean over K of (SML / strategy - 1), "
+        "on the means over seeds.",
         "",
     ]
     for strategy, bad in broken.items():
@@ -342,6 +384,7 @@ def seeds_summary_markdown(
             f"{', '.join(map(str, sorted(bad)))}: it diverged there.",
             "",
         ]
+    lines += ablation_lines(means, max(ks), "pooled over test interactions, mean over seeds")
     k = max(ks)
     reference = comparison_reference(first)
     others = [s for s in strategies if s != reference]

@@ -52,7 +52,7 @@ def build(cls: type[T], data: dict | None, path: str = "") -> T:
     if unknown:
         hint = getattr(cls, "unknown_key_hint", "")  # a section may say where such keys belong
         raise ConfigError(
-            f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(sorted(fields))}"
+            f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(sorted(fields)) or 'none'}"
             + (f" ({hint})" if hint else ""),
             located=True,
         )

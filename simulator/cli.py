@@ -23,6 +23,7 @@ examples:
   rtsim run                                   # the demo preset, every strategy, a few minutes
   rtsim prepare movielens --input ratings.csv # cut a real log into the preset's 40 periods
   rtsim run --preset movielens --input ratings.csv
+  rtsim paper --preset demo --seeds 3         # SML, every baseline and every ablation: Table 1, ablations
   rtsim datasets                              # readers, presets and prepared logs
   rtsim kafka up                              # a local Kafka broker without Docker
   rtsim sweep sweep.yaml --workers 2          # a grid of settings × seeds (rtsim sweep -h)
@@ -91,13 +92,29 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_command_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `run` and `paper`."""
+    _add_config_options(parser)
+    _add_bus_options(parser)
+    _add_serve_options(parser, "learner")
+    _add_run_options(parser)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="a seed sweep: N runs with learner.seed = seed, seed+1, ... on the same evaluation "
+        "candidates, in RUN_DIR/seed-<s>/, with a combined summary.md (mean, 95%% interval, "
+        "paired comparisons) and report",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsim",
         formatter_class=_formatter,
         epilog=EPILOG,
         description="Streaming simulator for online retraining of recommender systems: replay a "
-        "timestamped log period by period and compare SML, SML-S, fine-tune, "
+        "timestamped log period by period and compare SML, its ablations, fine-tune, "
         "full-retrain and SPMF side by side.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -117,19 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
           rtsim run --preset tiny --set learner.strategies.enabled=[sml,fine_tune] --set learner.strategies.serving=sml
           rtsim run --preset tiny --bus kafka://127.0.0.1:9092     # the same run through Kafka"""),
     )
-    _add_config_options(run)
-    _add_bus_options(run)
-    _add_serve_options(run, "learner")
-    _add_run_options(run)
-    run.add_argument(
-        "--seeds",
-        type=int,
-        metavar="N",
-        help="a seed sweep: N runs with learner.seed = seed, seed+1, ... on the same evaluation "
-        "candidates, in RUN_DIR/seed-<s>/, with a combined summary.md (mean, 95%% interval, "
-        "paired comparisons) and report",
-    )
+    _add_run_command_options(run)
     run.set_defaults(func=_cmd_run)
+
+    paper = sub.add_parser(
+        "paper",
+        help="the paper's whole comparison: SML, every baseline and every ablation in one run",
+        formatter_class=_formatter,
+        description=textwrap.dedent("""\
+        `rtsim run` with every strategy rtsim ships enabled and SML serving: SML, the
+        baselines and SML's ablations (sml_cnn, sml_fc, sml_n, sml_s, sml_fp), and any
+        strategy module added to learner/strategies/ later. summary.md and the report
+        hold Table 1 for every method with the paper's RI column (SML's relative
+        improvement over it) and the ablation table (each variant's drop from SML).
+        --set options still apply after the lineup, so they can narrow it.
+
+        examples:
+          rtsim paper --preset demo
+          rtsim paper --preset demo --seeds 3
+          rtsim paper --preset movielens --input ../shared/data/real/movielens-latest-small/ratings.csv"""),
+    )
+    _add_run_command_options(paper)
+    paper.set_defaults(func=_cmd_paper)
 
     replay = sub.add_parser(
         "replay",
@@ -372,6 +398,15 @@ def _cmd_run(args) -> int:
     print(run_dir.summary_md.read_text())
     print(f"run directory: {run_dir.path}")
     return 0
+
+
+def _cmd_paper(args) -> int:
+    from learner.strategies import paper_lineup
+
+    # before the user's --set options, which may still narrow or reorder the lineup
+    lineup = paper_lineup()
+    args.overrides[:0] = [f"learner.strategies.enabled=[{','.join(lineup)}]", "learner.strategies.serving=sml"]
+    return _cmd_run(args)
 
 
 def _run_seeds(args, cfg, log, cached) -> int:

@@ -39,8 +39,13 @@ STRATEGY_COLOURS = {
     "frozen": "tab:gray",
     "gru4rec": "tab:brown",
     "caser": "tab:pink",
+    # SML's ablations: outside the spare colours, so strategies added later never share theirs
+    "sml_cnn": "navy",
+    "sml_fc": "teal",
+    "sml_n": "goldenrod",
+    "sml_fp": "magenta",
 }
-SPARE_COLOURS = ("tab:olive", "tab:cyan", "black", "gold", "navy")
+SPARE_COLOURS = ("tab:olive", "tab:cyan", "black", "gold", "darkred")
 SEGMENT_NAMES = {
     "OU-OI": "old user, old item",
     "OU-NI": "old user, new item",
@@ -694,8 +699,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         Read RUN_DIR/periods.csv and config.yaml and write RUN_DIR/report.md, a
         self-contained RUN_DIR/report.html, and RUN_DIR/plots/*.png: NDCG@20 and Recall@20
         per period, retrain seconds per period, quality vs cost, and NDCG@20 per old/new
-        user x item segment, with the summary tables (Table 1 and Table 2). Works on a run
-        that is still going: it reports the periods closed so far.
+        user x item segment, with the summary tables (Table 1, the ablation table when SML
+        and one of its variants ran, and Table 2). Works on a run that is still going: it
+        reports the periods closed so far.
 
         example:
           rtsim report runs/demo-20261127T101500-a1b2c3"""),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from replay_data.presets import preset_names
@@ -39,6 +40,7 @@ def rtsim(*args, env, cwd=None, timeout=120) -> subprocess.CompletedProcess:
     [
         [],
         ["run"],
+        ["paper"],
         ["prepare"],
         ["datasets"],
         ["export-sml"],
@@ -63,6 +65,30 @@ def test_console_script_is_the_same_entry(env):
     assert done.stdout == rtsim("--help", env=env).stdout
     for command in ("run", "prepare", "datasets", "export-sml", "kafka"):
         assert command in done.stdout
+
+
+def test_paper_runs_every_shipped_strategy_and_writes_table_1_and_the_ablations(tmp_path, env):
+    from learner.strategies import paper_lineup
+
+    done = rtsim(
+        "paper", "--preset", "tiny", "--runs-dir", tmp_path, "--run-id", "p", "--no-progress", env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(tmp_path / "p" / "periods.csv")
+    lineup = paper_lineup()
+    assert lineup[0] == "sml" and {"fine_tune", "full_retrain", "spmf", "sml_cnn", "sml_fp"} <= set(lineup)
+    assert list(frame["strategy"].drop_duplicates()) == lineup
+    assert set(frame.loc[frame["serving"] == 1, "strategy"]) == {"sml"}
+    for name in ("summary.md", "report.md"):
+        text = (tmp_path / "p" / name).read_text()
+        assert "| Strategy | R@5 | R@10 | R@20 | RI(R) |" in text and "| sml_fp |" in text
+        assert "Ablations: SML's variants" in text
+    # SML-N repeats SML's first online period exactly (no step 2 runs yet), so it shares it
+    first = frame[frame["period"] == frame["period"].min()].set_index("strategy")
+    later = frame[frame["period"] == frame["period"].min() + 1].set_index("strategy")
+    assert later.at["sml_n", "ndcg@20"] == later.at["sml", "ndcg@20"]
+    assert first.at["sml_n", "retrain_seconds"] == first.at["sml", "retrain_seconds"]
+    assert later.at["sml_fp", "ndcg@20"] != later.at["sml", "ndcg@20"]
 
 
 def test_prepare_then_datasets_then_export(tmp_path, env):

@@ -283,6 +283,20 @@ REFUSED = [
         "unknown key learner.strategies.sml_s.rounds; allowed keys here: frozen_step1_epochs "
         "(SML-S reads every other setting from learner.strategies.sml)",
     ),
+    (
+        "tiny",
+        ["learner.strategies.sml.cnn=false"],
+        "unknown key learner.strategies.sml.cnn; allowed keys here: chunk_rows, cold_start, rounds, step1, step2, "
+        "step2_negatives, threads, w_hat, w_hat_adam (the ablations are strategies now: enable sml_cnn, sml_fc, "
+        "sml_n, sml_s or sml_fp beside sml)",
+    ),
+    (
+        "tiny",
+        ["learner.strategies.sml_fp.rounds=3"],
+        "unknown key learner.strategies.sml_fp.rounds; allowed keys here: none "
+        "(SML's ablations read every setting from learner.strategies.sml)",
+    ),
+    ("tiny", ["learner.strategies.sml.cold_start=mean"], "learner.strategies.sml.cold_start"),
     ("tiny", ["learner.checkpoint.keep=0"], "learner.checkpoint.keep: 0 is not allowed; keep must be >= 1"),
     ("tiny", ["serve.control_port=-1"], "serve.control_port: -1 is not allowed; a port is 0"),
     ("tiny", ["replay.partitions=0"], "replay.partitions: 0 is not allowed; partitions must be >= 1"),

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from learner.results import columns
+from learner.results import columns, pooled
 from simulator.report import ReportError, _segment_pooled, load_run, write_report
 
 PLOTS = ("ndcg.png", "recall.png", "retrain_seconds.png", "quality_cost.png", "segments.png")
@@ -90,6 +90,25 @@ def test_complete_run_gets_tables_every_plot_and_a_self_contained_html(tmp_path)
     for plot in PLOTS:
         assert f"](plots/{plot})" in markdown
         assert f'href="plots/{plot}"' in page
+
+
+def test_the_ablation_table_appears_with_sml_and_a_variant_only(tmp_path):
+    frame = synthetic_rows().replace({"strategy": {"frozen": "sml_n", "my_strategy": "sml_fp"}})
+    markdown = write_report(make_run(tmp_path, frame))["report.md"].read_text()
+    assert "### Ablations: SML's variants, pooled over test interactions" in markdown
+    table = pooled(frame)
+    section = markdown.split("### Ablations")[1].split("###")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| sml")]
+    assert [r.split("|")[1].strip() for r in rows] == ["sml", "sml_n", "sml_fp"]
+    cells = []
+    for metric in ("ndcg@20", "recall@20"):
+        value = table.at["sml_fp", metric]
+        cells += [f"{value:.4f}", f"{100 * (1 - value / table.at['sml', metric]):.1f}%"]
+    assert rows[-1] == "| sml_fp | " + " | ".join(cells) + " |"
+    assert "fine_tune" not in section
+    assert "sml_n: transfer trained on the task's own period" in section and "sml_cnn:" not in section
+    plain = write_report(make_run(tmp_path, synthetic_rows(), name="plain"))["report.md"]
+    assert "Ablations" not in plain.read_text()
 
 
 def test_segments_pool_only_non_empty_periods_weighted_by_interactions(tmp_path):

@@ -107,6 +107,11 @@ def test_the_sweep_summary_has_intervals_and_paired_comparisons():
     row = next(line for line in text.splitlines() if line.startswith("| sml |"))
     values = [0.30, 0.31, 0.295]
     assert f"{np.mean(values):.4f} [" in row  # mean and its t interval
+    assert "| Strategy | R@20 | RI(R) | N@20 | RI(N) |" in text
+    fine_tune = next(line for line in text.splitlines() if line.startswith("| fine_tune |"))
+    ri_n = (np.mean(values) / (np.mean(values) - 0.1) - 1) * 100  # SML over fine-tune, on the seed means
+    assert fine_tune.rstrip(" |").endswith(f"{ri_n:.1f}%")
+    assert "Ablations" not in text  # no variant of SML ran
     comparison = next(line for line in text.splitlines() if line.startswith("| sml − fine_tune"))
     cells = [c.strip() for c in comparison.strip("|").split("|")]
     assert cells[0] == "sml − fine_tune" and cells[1].startswith("+") and cells[3] == "yes"

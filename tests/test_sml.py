@@ -5,7 +5,8 @@ import torch
 
 from learner.mf import MF
 from learner.period import Period, SharedState
-from learner.strategies.sml import Sml, SmlConfig, SmlS
+from learner.strategies.sml import Sml, SmlConfig
+from learner.strategies.sml_ablations import SmlS
 
 
 def _setup(**cfg):
@@ -111,3 +112,25 @@ def test_sml_settings_configure_sml_s_too_so_their_work_stays_shared():
     assert sml.work_key(online) == sml_s.work_key(online)
     assert sml.work_key(validation) != sml_s.work_key(validation)
     assert sml_s.step1_epochs(validation) == 3 and sml_s.step1_epochs(online) == sml.cfg.step1.epochs
+
+
+def test_cold_start_transfer_serves_only_new_ids_from_their_initial_rows_and_pre_period_theta():
+    served = {}
+    for option in ("initial", "transfer"):
+        sml, users, items = _setup(cold_start=option)
+        new_u, new_i = torch.randn(3, 8) * 0.1, torch.randn(2, 8) * 0.1
+        sml.grow(new_u[:1], new_i[:1])  # before the first retrain SML serves the pretrained model
+        assert torch.equal(sml.serving_embeddings()[0][-1], new_u[0])
+        sml.retrain(_period(1, "online", users[:150], items[:150]))
+        theta = copy.deepcopy((sml.theta_u, sml.theta_i))  # Θ as the next period starts
+        sml.grow(new_u[1:], new_i[1:])
+        served[option] = sml.serving_embeddings()
+    initial, transfer = served["initial"], served["transfer"]
+    old_u, old_i = slice(0, 41), slice(0, 51)
+    assert torch.equal(initial[0][old_u], transfer[0][old_u]) and torch.equal(initial[1][old_i], transfer[1][old_i])
+    assert torch.equal(initial[0][41:], new_u[1:]) and torch.equal(initial[1][51:], new_i[1:])
+    # only the id's own initial row and the Θ learned before the period: f_Θ(row, row)
+    with torch.no_grad():
+        assert torch.allclose(transfer[0][41:], theta[0](new_u[1:], new_u[1:]))
+        assert torch.allclose(transfer[1][51:], theta[1](new_i[1:], new_i[1:]))
+    assert not torch.allclose(transfer[0][41:], initial[0][41:])

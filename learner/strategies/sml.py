@@ -1,4 +1,5 @@
-"""SML (Zhang et al., SIGIR 2020) run in streaming order, and SML-S.
+"""SML (Zhang et al., SIGIR 2020) run in streaming order. Its ablations (SML-S and the
+paper's others) are subclasses in sml_ablations.py.
 
 State of the task in progress (period s, the newest closed one):
   base   = W_{s-1}, the previous deployed model (constant within the task)
@@ -28,8 +29,8 @@ import torch
 
 from learner.mf import MF, NegativeSampler, bce_loss, epoch_rows, shuffled_batches
 from learner.negatives import period_negatives
-from learner.period import Period, SharedState
-from learner.strategies.base import StrategiesSection, Strategy, register
+from learner.period import Period
+from learner.strategies.base import Strategy, register
 from learner.train_spec import TrainSpec
 from learner.transfer import Transfer
 from replay_data.typed_config import not_allowed
@@ -43,9 +44,11 @@ class SmlConfig:
     # "reseed": ŵ restarts from the transfer output each round (the authors' code);
     # "continue": ŵ keeps its own value across rounds (the paper's Algorithm 1)
     w_hat: Literal["reseed", "continue"] = "reseed"
-    cnn: bool = True  # False = the paper's SML-CNN ablation
-    fc: bool = True  # False = SML-FC
-    next_period: bool = True  # False = SML-N: the transfer learns on D_t, not D_{t+1}
+    # How an id first seen in the period being scored is served. "initial": its initial row;
+    # "transfer": f_Θ(initial row, initial row) with the Θ learned before the period, which
+    # is what SML deploys for an id it has not trained yet (its W and ŵ rows are both the
+    # initial row). Applies once SML serves transferred tables (from its first retrain on)
+    cold_start: Literal["initial", "transfer"] = "initial"
     # Negatives for step 2 (training the transfer). "period": items of the period it learns
     # on, not the user's there (the authors' rule); "known": every known item not in the
     # user's history (the shared sampler). Adam for ŵ in step 1: "dense" moves every row by
@@ -63,6 +66,10 @@ class SmlConfig:
     # scale with cores (0.1x Yelp shape, period 20: 12.6 s on 1 thread, 7.8 s on 2), unlike
     # MF's small sparse steps, which run on learner.threads
     threads: int | None = None
+    # the cnn, fc and next_period flags of old configs
+    unknown_key_hint: ClassVar[str] = (
+        "the ablations are strategies now: enable sml_cnn, sml_fc, sml_n, sml_s or sml_fp beside sml"
+    )
 
     def validate(self) -> None:
         if self.rounds is not None and self.rounds < 1:
@@ -71,19 +78,6 @@ class SmlConfig:
             raise not_allowed("chunk_rows", self.chunk_rows, "chunk_rows must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise not_allowed("threads", self.threads, "threads must be >= 1 (or null for every core)")
-
-
-@dataclass(frozen=True)
-class SmlSConfig:
-    """SML-S's own settings; everything else it reads from SML's (learner.strategies.sml)."""
-
-    # step-1 epochs per period once the transfer is frozen (validation and test)
-    frozen_step1_epochs: int = 2
-    unknown_key_hint: ClassVar[str] = "SML-S reads every other setting from learner.strategies.sml"
-
-    def validate(self) -> None:
-        if self.frozen_step1_epochs < 0:
-            raise not_allowed("frozen_step1_epochs", self.frozen_step1_epochs, "frozen_step1_epochs must be >= 0")
 
 
 def resolve_rounds(cfg: SmlConfig, n_periods: int) -> int:
@@ -96,17 +90,24 @@ def resolve_rounds(cfg: SmlConfig, n_periods: int) -> int:
 @register
 class Sml(Strategy):
     name = "sml"
-    stream = "sml"  # SML-S shares SML's random streams, so both agree until validation
+    # the ablations share SML's random streams: their differences come from the variant alone
+    stream = "sml"
     config = SmlConfig
     cfg: SmlConfig
+    # what the ablations (sml_ablations.py) switch off
+    cnn: ClassVar[bool] = True  # the transfer's CNN part
+    fc: ClassVar[bool] = True  # the transfer's FC part
+    next_period: ClassVar[bool] = True  # step 2 learns Θ on the next period, not the task's own
+    step1_through_transfer: ClassVar[bool] = True  # step 1 learns ŵ on f_Θ(W, ŵ), not on ŵ itself
+    task: tuple[np.ndarray, np.ndarray] | None = None  # D_s, buffered; None until the first retrain
 
     def start(self, base: MF) -> None:
         dim = base.users.weight.shape[1]
         device = self.shared.device
         with torch.random.fork_rng(devices=[]):  # seed Θ's default init without touching global RNG
             torch.manual_seed(int(self.rng(-1, "transfer-init").integers(2**31)))
-            self.theta_u = Transfer(dim, self.cfg.cnn, self.cfg.fc).to(device)
-            self.theta_i = Transfer(dim, self.cfg.cnn, self.cfg.fc).to(device)
+            self.theta_u = Transfer(dim, self.cnn, self.fc).to(device)
+            self.theta_i = Transfer(dim, self.cnn, self.fc).to(device)
         # one Adam for Θ, kept across periods; coupled weight decay = λ2 as in the reference
         self.theta_opt = torch.optim.Adam(
             list(self.theta_u.parameters()) + list(self.theta_i.parameters()),
@@ -117,15 +118,20 @@ class Sml(Strategy):
         self.w_hat = MF.from_rows(self.base_u, self.base_i)
         # during the first online period every strategy serves the pretrained model
         self.serve_u, self.serve_i = self.base_u.clone(), self.base_i.clone()
-        self.task: tuple[np.ndarray, np.ndarray] | None = None
+        self.task = None
 
     def grow(self, user_rows: torch.Tensor, item_rows: torch.Tensor) -> None:
         user_rows, item_rows = user_rows.to(self.base_u), item_rows.to(self.base_i)
         self.base_u = torch.cat([self.base_u, user_rows])
         self.base_i = torch.cat([self.base_i, item_rows])
+        self.w_hat.grow(user_rows, item_rows)
+        if self.cfg.cold_start == "transfer" and self.task is not None:
+            # Θ has not seen the period being scored yet (it retrains after scoring): no leak
+            chunk = self.cfg.chunk_rows
+            user_rows = self.theta_u.apply_table(user_rows, user_rows, chunk)
+            item_rows = self.theta_i.apply_table(item_rows, item_rows, chunk)
         self.serve_u = torch.cat([self.serve_u, user_rows])
         self.serve_i = torch.cat([self.serve_i, item_rows])
-        self.w_hat.grow(user_rows, item_rows)
 
     def serving_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.serve_u, self.serve_i
@@ -139,8 +145,20 @@ class Sml(Strategy):
         return self.cfg.step1.epochs
 
     def work_key(self, period: Period) -> tuple:
-        # SML-S reads SML's settings, so the two keys are equal until SML-S freezes
-        return self.stream, self.cfg, self.frozen(period), self.step1_epochs(period)
+        # The ablations read SML's settings, so their keys differ from SML's only by what they
+        # change in this retrain: SML-S once frozen; SML-N only where a step 2 runs (not in
+        # the first online period, nor frozen)
+        frozen = self.frozen(period)
+        runs_step2 = self.task is not None and not frozen
+        return (
+            self.stream,
+            self.cfg,
+            frozen,
+            self.step1_epochs(period),
+            (self.cnn, self.fc),
+            self.next_period or not runs_step2,
+            self.step1_through_transfer,
+        )
 
     def retrain(self, period: Period) -> None:
         with _torch_threads(self.cfg.threads or os.cpu_count() or 1):
@@ -162,7 +180,7 @@ class Sml(Strategy):
 
     def _finish_task(self, period: Period) -> None:
         task_users, task_items = self.task
-        if self.cfg.next_period:
+        if self.next_period:
             next_users, next_items = period.users, period.items
         else:  # SML-N: the transfer never looks at the next period
             next_users, next_items = task_users, task_items
@@ -188,15 +206,19 @@ class Sml(Strategy):
         )
 
     def _step1(self, users: np.ndarray, items: np.ndarray, epochs: int, rng: np.random.Generator) -> None:
-        """Learn ŵ on D through the frozen transfer: L_r = BCE(f(W, ŵ)) + λ1/2 Σ_batch |ŵ|²."""
+        """Learn ŵ on D through the frozen transfer: L_r = BCE(f(W, ŵ)) + λ1/2 Σ_batch |ŵ|²
+        (SML-FP: BCE(ŵ) on ŵ itself)."""
         spec: TrainSpec = self.cfg.step1
         self._set_theta_trainable(False)
         for _ in range(epochs):
             for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, self.shared.sample_negatives, rng):
                 h_u = self.w_hat.users.weight.index_select(0, uu).requires_grad_(True)
                 h_i = self.w_hat.items.weight.index_select(0, ii).requires_grad_(True)
-                out_u = self.theta_u(self.base_u.index_select(0, uu), h_u).index_select(0, u_inv)
-                out_i = self.theta_i(self.base_i.index_select(0, ii), h_i).index_select(0, i_inv)
+                out_u, out_i = h_u, h_i
+                if self.step1_through_transfer:
+                    out_u = self.theta_u(self.base_u.index_select(0, uu), h_u)
+                    out_i = self.theta_i(self.base_i.index_select(0, ii), h_i)
+                out_u, out_i = out_u.index_select(0, u_inv), out_i.index_select(0, i_inv)
                 s_pos = (out_u * out_i[:b]).sum(1)
                 s_neg = (out_u * out_i[b:]).sum(1)
                 rows_u, rows_i = h_u.index_select(0, u_inv), h_i.index_select(0, i_inv)
@@ -282,28 +304,3 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 def _rows(rows: torch.Tensor, *tables: torch.Tensor) -> list[torch.Tensor]:
     return [table.index_select(0, rows) for table in tables]
-
-
-@register
-class SmlS(Sml):
-    """SML until validation starts; then Θ is frozen and each period runs one step 1.
-
-    Configured by SML's settings (learner.strategies.sml: one source of truth, so the two
-    agree, and share their work, until validation) plus its own (learner.strategies.sml_s)."""
-
-    name = "sml_s"
-    config = SmlSConfig
-
-    def __init__(self, cfg: SmlConfig, shared: SharedState, own: SmlSConfig = SmlSConfig()) -> None:
-        super().__init__(cfg, shared)
-        self.own = own
-
-    @classmethod
-    def from_settings(cls, strategies: StrategiesSection, shared: SharedState) -> SmlS:
-        return cls(strategies.sml, shared, strategies.sml_s)
-
-    def frozen(self, period: Period) -> bool:
-        return period.phase in ("validation", "test")
-
-    def step1_epochs(self, period: Period) -> int:
-        return self.own.frozen_step1_epochs if self.frozen(period) else self.cfg.step1.epochs
