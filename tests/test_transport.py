@@ -86,6 +86,18 @@ def test_kafka_with_three_partitions_equals_the_memory_bus(tmp_path, tiny_log, d
 
 
 @pytest.mark.kafka
+def test_sequence_models_over_kafka_with_four_partitions_equal_the_memory_bus(tmp_path, tiny_log, kafka_bootstrap):
+    """Issue #17's done-when: SML, the sequence models and fine-tune agree across buses."""
+    lineup = ["learner.strategies.enabled=[sml,gru4rec,caser,fine_tune]", "learner.strategies.serving=sml"]
+    memory = _run(tmp_path, tiny_log, [*lineup, "replay.partitions=4"], "seq-mem")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    kafka = [f"bus.url=kafka://{kafka_bootstrap}", f"bus.prefix={prefix}", "replay.partitions=4"]
+    frame = _run(tmp_path, tiny_log, [*lineup, *kafka], "seq-kafka")
+    assert set(frame["strategy"]) == {"sml", "gru4rec", "caser", "fine_tune"}
+    _same(frame, memory)
+
+
+@pytest.mark.kafka
 def test_two_processes_equal_the_embedded_run(tmp_path, direct_periods, kafka_bootstrap):
     """`rtsim replay` and `rtsim learn` as separate processes; the learner has no prepared log."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
