@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from simulator.sweep import Job, SweepDir
 from simulator.sweep_kafka import WORKER_GROUP, job_result, jobs_pattern, send_result
-from simulator.worker import job_lock, open_run_dir, worker_name
+from simulator.worker import job_lock, job_log, open_run_dir, worker_name
 
 Report = Callable[[str], None]
 # a killed worker's jobs move after this long without heartbeats (the broker's minimum)
@@ -159,20 +158,11 @@ class SweepWorker:
     def _execute(
         self, job: Job, sweep: str, root: SweepDir, message: dict, url: str, on_start: Callable[[], None], outcome: dict
     ) -> None:
-        log_path = root.log_file(job.id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log:
-
-            def say(line: str) -> None:
-                log.write(line + "\n")
-                log.flush()
-
-            try:
-                manifest = self._manifest(url, message["replay_run_id"], job)
-                outcome["run_dir"] = learn_job(job, root, sweep, url, manifest, say, on_start)
-            except Exception as err:  # noqa: BLE001 - published as the job's failure
-                say(traceback.format_exc())
-                outcome["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
+        with job_log(root, job.id) as (say, failure):
+            manifest = self._manifest(url, message["replay_run_id"], job)
+            outcome["run_dir"] = learn_job(job, root, sweep, url, manifest, say, on_start)
+        if failure:
+            outcome["error"] = failure[0]
 
     def _manifest(self, url: str, run_id: str, job: Job) -> dict:
         if run_id not in self._manifests:

@@ -40,6 +40,27 @@ def job_lock(root: SweepDir, job_id: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def job_log(root: SweepDir, job_id: str) -> Iterator[tuple[Report, list[str]]]:
+    """The job's log as a report function, and a list that receives the job's failure in
+    one line: an exception inside is written to the log in full and kept as data, so one
+    bad job never stops its worker."""
+    path = root.log_file(job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    failure: list[str] = []
+    with open(path, "a") as log:
+
+        def say(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+
+        try:
+            yield say, failure
+        except Exception as err:  # noqa: BLE001 - the job's failure, reported as data
+            say(traceback.format_exc())
+            failure.append(f"{type(err).__name__}: {err}".splitlines()[0])
+
+
 def open_run_dir(job: Job, root: SweepDir, sweep_name: str) -> tuple[RunDir, bool]:
     """The job's run directory and whether to resume it: a directory with a checkpoint
     resumes from it; one without (a job killed before its first checkpoint) starts again
@@ -80,20 +101,16 @@ def _pool_job(job_data: dict, root: str, sweep_name: str, data_dir: str | None) 
     worker, started = worker_name(), time.time()
     if _events is not None:
         _events.put({"id": job.id, "state": "running", "worker": worker, "started": started})
-    log_path = sweep.log_file(job.id)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-
-        def say(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-
-        try:
-            run_job(job, sweep, sweep_name, data_dir, say)
-        except Exception as err:  # noqa: BLE001 - reported as the job's failure
-            say(traceback.format_exc())
-            error = f"{type(err).__name__}: {err}".splitlines()[0]
-            return {"id": job.id, "state": "failed", "worker": worker, "error": error, "seconds": time.time() - started}
+    with job_log(sweep, job.id) as (say, failure):
+        run_job(job, sweep, sweep_name, data_dir, say)
+    if failure:
+        return {
+            "id": job.id,
+            "state": "failed",
+            "worker": worker,
+            "error": failure[0],
+            "seconds": time.time() - started,
+        }
     return {"id": job.id, "state": "done", "worker": worker, "seconds": time.time() - started}
 
 

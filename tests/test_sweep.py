@@ -17,6 +17,7 @@ import pytest
 from learner.stats import t_interval
 from simulator.sweep import SweepDir, SweepError, expand, load_spec
 from simulator.sweep_report import sweep_markdown
+from simulator.worker import job_log
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ["retrain_seconds", "eval_seconds"]
@@ -215,3 +216,16 @@ def test_the_documented_sweep_files_are_valid(tmp_path, source):
     body = block.group(1) if block else re.search(r"A sweep file.*?:\n\n(.*?)\n\n", text, re.S).group(1)
     jobs = expand(_spec(tmp_path, textwrap.dedent(body)))
     assert len(jobs) == 12
+
+
+def test_a_failing_job_is_logged_in_full_and_reported_in_one_line(tmp_path):
+    root = SweepDir(tmp_path / "sweep")
+    with job_log(root, "j1") as (say, failure):
+        say("started")
+        raise ValueError("bad setting\nsecond line")
+    assert failure == ["ValueError: bad setting"]
+    log = root.log_file("j1").read_text()
+    assert log.startswith("started\n") and "Traceback" in log and "second line" in log
+    with job_log(root, "j2") as (say, failure):
+        say("fine")
+    assert failure == [] and root.log_file("j2").read_text() == "fine\n"
