@@ -71,6 +71,7 @@ def test_a_grown_parameter_keeps_its_optimiser_state_and_new_rows_start_fresh():
         ("learner.strategies.gru4rec.mode=online", r"gru4rec\.mode: 'online' is not allowed"),
         ("learner.strategies.gru4rec.dropout=1.0", r"gru4rec\.dropout: 1\.0 is not allowed"),
         ("learner.strategies.caser.targets=0", r"caser\.targets: 0 is not allowed; targets must be >= 1"),
+        ("learner.strategies.gru4rec.loss=bpr", r"gru4rec\.loss: 'bpr' is not allowed"),
     ],
 )
 def test_bad_settings_are_refused_by_key(override, message):
@@ -105,6 +106,23 @@ def trained(tiny):
     engine = Engine(_config(cfg, [*SEQUENCE, "fine_tune"]), phases)
     _run(engine, periods, stop=phases.index("online") + 2)
     return engine
+
+
+def test_gru4recs_softmax_loss_is_cross_entropy_over_every_known_item(trained, monkeypatch):
+    strategy = trained.strategies["gru4rec"]
+    assert strategy.cfg.loss == "top1"  # the paper's loss stays the default
+    history = trained.shared.history
+    windows = torch.as_tensor(last_items(history.users, history.items, 12, strategy.cfg.window))
+    targets = torch.as_tensor(history.items[:12], dtype=torch.int64).unsqueeze(1)
+    with torch.no_grad():
+        encoded = strategy.net.encode(torch.arange(12), windows)
+        top1 = strategy.loss(encoded, targets, None)
+        monkeypatch.setattr(strategy, "cfg", replace(strategy.cfg, loss="softmax"))
+        softmax = strategy.loss(encoded, targets, None)
+        every_item = torch.arange(len(trained.item_vocab)).expand(12, -1)
+        expected = torch.nn.functional.cross_entropy(strategy.net.score(encoded, every_item), targets[:, 0])
+    torch.testing.assert_close(softmax, expected)
+    assert not torch.isclose(softmax, top1)
 
 
 @pytest.mark.parametrize("name", SEQUENCE)
