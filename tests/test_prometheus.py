@@ -214,11 +214,14 @@ def run_manifest(bootstrap: str, prefix: str, run_id: str) -> dict:
         bus.close()
 
 
-def inject(bootstrap: str, topic: str, late_ts: int) -> None:
-    """One late event (its period closed long ago) and two malformed records."""
+def inject(bootstrap: str, topic: str, manifest: dict) -> None:
+    """One late event (in period 0, closed long ago) and two malformed records, stamped as
+    the run's producer with a row of partition 0 (else they would be refused as foreign
+    before they could count as late or malformed)."""
     from simulator.bus.kafka import KafkaBus
 
-    events = {wire.TYPE_HEADER: wire.EVENTS, wire.FORMAT_HEADER: wire.FORMAT}
+    events = wire.headers(wire.EVENTS, row=int(manifest["partition_rows"][0][0]), producer=manifest["producer"])
+    late_ts = int(manifest["schedule"][0])
     bus = KafkaBus(bootstrap)
     producer = bus.producer()
     try:
@@ -519,10 +522,13 @@ def test_every_dashboard_query_and_recording_rule_returns_data(rtsim_run: Run, p
     manifest = run_manifest(run.bootstrap, run.prefix, run.run_id)
     n_periods = len(manifest["phases"])
     wait_for("the first online period in periods.csv", run.closed_periods, timeout_s=90, explain=run.explain)
+    # the replay holds still meanwhile, so a slow machine cannot finish the run first
+    ctl("--producer-url", run.endpoints["producer"]["control"], "pause")
     answer = ctl("--url", run.endpoints["learner"]["control"], "serve", SWAP_TO)
     assert answer["swapped"] is True, answer
-    inject(run.bootstrap, wire.events_topic(run.prefix, run.run_id), late_ts=int(manifest["schedule"][0]))
+    inject(run.bootstrap, wire.events_topic(run.prefix, run.run_id), manifest)
     assert max(run.closed_periods()) < n_periods - 1, "the run ended before the injection: lower SPEED"
+    ctl("--producer-url", run.endpoints["producer"]["control"], "resume")
 
     # 3. the run has finished and Prometheus has scraped its last period
     wait_for(
