@@ -312,6 +312,42 @@ def paired_comparisons(
     return out, None
 
 
+def paired_lines(
+    ranks: dict[int, dict[tuple[str, int], np.ndarray]], periods: list[int], reference: str, others: list[str], k: int
+) -> list[str]:
+    """Markdown rows of `paired_comparisons`: reference minus every other, with intervals."""
+    from learner import stats
+
+    lines: list[str] = []
+    result, why = paired_comparisons(ranks, periods, reference, others, k) if others else ({}, "only one strategy ran")
+    if why:
+        lines += [f"Not computed: {why}.", ""]
+    else:
+        rows = [
+            f"| Comparison | ΔN@{k} | 95% interval | significant | ΔR@{k} | 95% interval | significant |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for other in others:
+            cells = [f"{reference} − {other}"]
+            for metric in ("ndcg", "recall"):
+                iv = result[(other, metric)]
+                cells += [f"{iv.mean:+.4f}", f"[{iv.lo:+.4f}, {iv.hi:+.4f}]", "yes" if iv.excludes_zero else "no"]
+            rows.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "\n".join(rows),
+            "",
+            f"Δ: {reference}'s pooled test NDCG@{k} (Recall@{k}) minus the other's, averaged over seeds. "
+            f"Interval: 95% percentile interval of {stats.N_BOOT} two-level replicates (bootstrap seed "
+            f"{stats.BOOT_SEED}), each the sum of a paired bootstrap over the test interactions (drawn with "
+            "replacement; the seed-averaged per-interaction differences) and the seed-to-seed error of the "
+            f"mean (s/√N times a Student t draw with N-1 = {len(ranks) - 1} degrees of freedom, s the spread of "
+            "the per-seed differences; none with one seed). The rows pair because every strategy and seed "
+            "ranked the same candidates for the same interaction. Significant: the interval excludes 0.",
+            "",
+        ]
+    return lines
+
+
 def seeds_summary_markdown(
     frames: dict[int, pd.DataFrame],
     ranks: dict[int, dict[tuple[str, int], np.ndarray]],
@@ -389,34 +425,7 @@ def seeds_summary_markdown(
     reference = comparison_reference(first)
     others = [s for s in strategies if s != reference]
     lines += [f"## Paired comparisons: {reference} against every other strategy", ""]
-    result, why = (
-        paired_comparisons(ranks, test_periods, reference, others, k) if others else ({}, "only one strategy ran")
-    )
-    if why:
-        lines += [f"Not computed: {why}.", ""]
-    else:
-        rows = [
-            f"| Comparison | ΔN@{k} | 95% interval | significant | ΔR@{k} | 95% interval | significant |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for other in others:
-            cells = [f"{reference} − {other}"]
-            for metric in ("ndcg", "recall"):
-                iv = result[(other, metric)]
-                cells += [f"{iv.mean:+.4f}", f"[{iv.lo:+.4f}, {iv.hi:+.4f}]", "yes" if iv.excludes_zero else "no"]
-            rows.append("| " + " | ".join(cells) + " |")
-        lines += [
-            "\n".join(rows),
-            "",
-            f"Δ: {reference}'s pooled test NDCG@{k} (Recall@{k}) minus the other's, averaged over seeds. "
-            f"Interval: 95% percentile interval of {stats.N_BOOT} two-level replicates (bootstrap seed "
-            f"{stats.BOOT_SEED}), each the sum of a paired bootstrap over the test interactions (drawn with "
-            "replacement; the seed-averaged per-interaction differences) and the seed-to-seed error of the "
-            f"mean (s/√N times a Student t draw with N-1 = {len(seeds) - 1} degrees of freedom, s the spread of "
-            "the per-seed differences; none with one seed). The rows pair because every strategy and seed "
-            "ranked the same candidates for the same interaction. Significant: the interval excludes 0.",
-            "",
-        ]
+    lines += paired_lines(ranks, test_periods, reference, others, k)
     seconds = pd.concat([frames[s].assign(seed=s) for s in seeds])
     lines += [
         "## Table 2: retraining seconds per test period, mean over seeds",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from learner.results import pooled
+from learner.results import comparison_reference, load_ranks, paired_lines, pooled
 from learner.stats import t_interval
 from simulator.sweep import SweepDir, setting_id, setting_label
 
@@ -70,6 +70,25 @@ def best_settings(frame: pd.DataFrame, metrics: list[str]) -> list[dict]:
     return out
 
 
+def _paired(root: SweepDir, jobs: list[dict], k: int) -> list[str]:
+    """Each setting's reference strategy (SML when it ran) against every other, paired over
+    its finished seeds' test interactions, as `rtsim run --seeds` reports them."""
+    finished: dict[int, list[dict]] = {}
+    for job in jobs:
+        if root.finished(job["id"]):
+            finished.setdefault(job["setting"], []).append(job)
+    lines: list[str] = []
+    for setting, done in sorted(finished.items()):
+        frame = pd.read_csv(root.jobs_root / done[0]["id"] / "periods.csv")
+        periods = sorted(frame.loc[frame["phase"] == "test", "period"].unique())
+        reference = comparison_reference(frame)
+        others = [s for s in frame["strategy"].drop_duplicates() if s != reference]
+        ranks = {job["seed"]: load_ranks(root.jobs_root / job["id"]) for job in done}
+        lines += [f"### Setting {setting_id(setting)}: {reference} against every other strategy", ""]
+        lines += paired_lines(ranks, periods, reference, others, k)
+    return lines
+
+
 def sweep_markdown(root: SweepDir, state: dict) -> str:
     spec, jobs = state["spec"], state["jobs"]
     settings = {job["setting"]: job["point"] for job in jobs}
@@ -108,6 +127,10 @@ def sweep_markdown(root: SweepDir, state: dict) -> str:
         "Each cell: the mean over seeds of the job's value pooled over the test interactions [its 95% Student t "
         "interval over the seed values, n-1 degrees of freedom; none with one seed].",
         "",
+    ]
+    k = max(int(m.split("@")[1]) for m in metrics)
+    lines += [f"## Paired comparisons per setting (N@{k}, R@{k} on the test periods)", "", *_paired(root, jobs, k)]
+    lines += [
         "## Best setting per metric, chosen on the validation periods",
         "",
     ]

@@ -143,7 +143,7 @@ def test_rtsim_sweep_on_tiny_with_two_workers_is_resumable_and_deterministic(tmp
     from simulator.rundir import RunDir
 
     (tmp_path / "grid.yaml").write_text(
-        "name: g\npreset: tiny\nset:\n  learner.strategies.enabled: [fine_tune]\n"
+        "name: g\npreset: tiny\nset:\n  learner.strategies.enabled: [fine_tune, spmf]\n"
         "  learner.strategies.serving: fine_tune\n  learner.pretrain.epochs: 2\n"
         "grid:\n  learner.strategies.fine_tune.train.epochs: [1, 2]\nseeds: 2\n"
     )
@@ -155,6 +155,9 @@ def test_rtsim_sweep_on_tiny_with_two_workers_is_resumable_and_deterministic(tmp
     frames = {j: pd.read_csv(root.jobs_root / j / "periods.csv") for j in ("s00-seed-0", "s01-seed-1")}
     report = (root.path / "report.md").read_text()
     assert "| s01 | fine_tune | 2 |" in report and "| fine_tune | ndcg@20 |" in report
+    # each setting's paired comparison over its two seeds, as `rtsim run --seeds` gives
+    assert "### Setting s01: fine_tune against every other strategy" in report
+    assert "| fine_tune − spmf |" in report
 
     # the same job run alone gives the same periods.csv
     job = next(j for j in expand(load_spec(tmp_path / "grid.yaml")) if j.id == "s01-seed-1")
