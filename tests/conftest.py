@@ -48,3 +48,20 @@ def engine(tiny):
     for t, events in periods[:3]:
         engine.close_period(t, events)
     return engine
+
+
+@pytest.fixture
+def scored_tables(monkeypatch):
+    """Every (user table, item table) pair the engine scores from now on, copied as scored:
+    what a leakage test compares with the state before the period."""
+    import learner.engine as engine_module
+
+    scored: list = []
+    real = engine_module.rank_positives
+
+    def recording(user_emb, item_emb, *args, **kwargs):
+        scored.append((user_emb.clone(), item_emb.clone()))
+        return real(user_emb, item_emb, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "rank_positives", recording)
+    return scored

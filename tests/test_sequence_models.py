@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-import learner.engine as engine_module
 from learner.checkpoint import CheckpointStore
 from learner.engine import ControlError, Engine
 from learner.results import as_row
@@ -142,7 +141,7 @@ def test_the_served_tables_score_what_the_model_scores(trained, name):
     torch.testing.assert_close(users[some] @ items.T, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_no_event_of_a_period_reaches_either_model_before_it_is_scored(tiny, monkeypatch):
+def test_no_event_of_a_period_reaches_either_model_before_it_is_scored(tiny, scored_tables):
     """The tables scored on D_t are a function of the state before D_t and of D_t's new ids
     alone: a copy of each strategy taken before the period, grown with the new ids'
     initial rows, serves exactly what was scored, whatever D_t's pairs are. The same
@@ -150,14 +149,7 @@ def test_no_event_of_a_period_reaches_either_model_before_it_is_scored(tiny, mon
     cfg, phases, periods = tiny
     learner_cfg = _config(cfg)
     t = phases.index("online") + 1  # after one retrain
-    scored = []
-    real = engine_module.rank_positives
-
-    def recording(user_emb, item_emb, *args, **kwargs):
-        scored.append((user_emb.clone(), item_emb.clone()))
-        return real(user_emb, item_emb, *args, **kwargs)
-
-    monkeypatch.setattr(engine_module, "rank_positives", recording)
+    scored = scored_tables
 
     def altered(events):  # the same users and items, in other pairs
         return events.assign(item=np.roll(events["item"].to_numpy(), 7))
