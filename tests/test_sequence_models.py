@@ -26,6 +26,7 @@ from simulator.control import LearnerCommands
 from simulator.producer import ReplayProducer
 from simulator.run import replay_settings
 from simulator.stream import StreamLearner
+from tests.crash import checkpoint_after_first_online_period
 
 SEQUENCE = ["gru4rec", "caser"]
 
@@ -225,10 +226,6 @@ def test_enabled_disabled_and_reenabled_at_runtime_with_full_ranking(tiny):
     assert torch.equal(users[: len(kept[0])], kept[0]) and len(users) > len(kept[0])
 
 
-class _Crash(Exception):
-    pass
-
-
 def test_a_run_with_sequence_models_resumes_bitwise_over_the_memory_bus(tmp_path, tiny):
     """sml, gru4rec, caser and fine_tune on two partitions: crashed after an online period
     and resumed from the checkpoint, the rows equal those of the engine fed directly."""
@@ -241,19 +238,9 @@ def test_a_run_with_sequence_models_resumes_bitwise_over_the_memory_bus(tmp_path
     producer = ReplayProducer(bus, log, "seq", settings)
     manifest = producer.publish_manifest()
     producer.run()
-    crash_at = manifest["phases"].index("online") + 1
-
-    def crash(t, *rest):
-        if t == crash_at:
-            raise _Crash
-
-    store = CheckpointStore(tmp_path / "checkpoints")
-    first = StreamLearner(
-        bus, Engine(run_cfg.learner, phases), manifest, prefix=settings.prefix, checkpoints=store, on_period=crash
+    state = checkpoint_after_first_online_period(
+        bus, run_cfg.learner, manifest, settings.prefix, CheckpointStore(tmp_path / "checkpoints")
     )
-    with pytest.raises(_Crash):
-        first.run()
-    state, _ = store.load_latest()
     second = StreamLearner(
         bus,
         Engine(run_cfg.learner, phases),

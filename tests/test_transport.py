@@ -32,6 +32,7 @@ from simulator.producer import ReplayProducer
 from simulator.run import load_checkpoint, replay_settings, run_embedded
 from simulator.rundir import RunDir
 from simulator.stream import StreamLearner
+from tests.crash import checkpoint_after_first_online_period
 
 pytestmark = pytest.mark.slow
 
@@ -411,10 +412,6 @@ class _OneRecordPolls:
         return consumer
 
 
-class _Crash(Exception):
-    pass
-
-
 def test_a_resume_closes_no_period_before_its_events_are_read_again(tmp_path, tiny_log, direct_periods):
     """A checkpoint's watermarks run ahead of its open periods when the learner had read on;
     after a resume those periods must wait for their events, however slowly they come back."""
@@ -423,24 +420,9 @@ def test_a_resume_closes_no_period_before_its_events_are_read_again(tmp_path, ti
     producer = ReplayProducer(bus, tiny_log, "resume", settings)
     manifest = producer.publish_manifest()
     producer.run()  # the whole log on the bus: the learner reads it all before closing a period
-    crash_at = manifest["phases"].index("online") + 1
-
-    def crash(t, *rest):
-        if t == crash_at:
-            raise _Crash
-
-    store = CheckpointStore(tmp_path / "checkpoints")
-    first = StreamLearner(
-        bus,
-        Engine(cfg.learner, manifest["phases"]),
-        manifest,
-        prefix=settings.prefix,
-        checkpoints=store,
-        on_period=crash,
+    state = checkpoint_after_first_online_period(
+        bus, cfg.learner, manifest, settings.prefix, CheckpointStore(tmp_path / "checkpoints")
     )
-    with pytest.raises(_Crash):
-        first.run()
-    state, _ = store.load_latest()
     windows = PeriodWindows(manifest["schedule"], len(state["windows"]["watermarks"]))
     windows.load_state_dict(state["windows"])
     assert windows.pop_closed() is not None, "the restored windows alone would close the open period"
