@@ -81,7 +81,7 @@ def main() -> None:
     log, _ = prepare(cfg.data, args.data_dir, progress=False)
     periods = list(prepared_periods(log))
     learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=["sml"], serving="sml"))
-    sml_threads = learner_cfg.strategies.sml.threads or os.cpu_count() or 1
+    sml_threads = learner_cfg.strategies.sml.threads or len(os.sched_getaffinity(0))
     dim = 64
     print(
         f"# Yelp shape at scale {args.scale}, period {args.period}; SML on {sml_threads} threads, "

@@ -89,9 +89,24 @@ def run_job(job: Job, root: SweepDir, sweep_name: str, data_dir: str | None, rep
         return run_dir.path
 
 
-def _pool_init(events: multiprocessing.Queue) -> None:
+def share_of_cores(slot: int, workers: int, cores: list[int]) -> list[int]:
+    """The cores the pool's `slot`-th process may run on: `cores` cut into `workers` blocks
+    (the last takes the remainder), one core each when there are more workers than cores.
+    Each job's torch threads then follow its block (SML's default is every core it may
+    run on), so two jobs on two cores do not run four threads."""
+    if workers >= len(cores):
+        return [cores[slot % len(cores)]]
+    size = len(cores) // workers
+    return cores[slot * size : None if slot == workers - 1 else (slot + 1) * size]
+
+
+def _pool_init(events: multiprocessing.Queue, slots, workers: int) -> None:
     global _events
     _events = events
+    if workers > 1:
+        with slots.get_lock():
+            slot, slots.value = slots.value, slots.value + 1
+        os.sched_setaffinity(0, share_of_cores(slot, workers, sorted(os.sched_getaffinity(0))))
 
 
 def _pool_job(job_data: dict, root: str, sweep_name: str, data_dir: str | None) -> dict:
@@ -158,7 +173,9 @@ def run_local(
     observe(state["jobs"])
     if not todo:
         return counts(state["jobs"])
-    with futures.ProcessPoolExecutor(min(workers, len(todo)), context, _pool_init, (events,)) as pool:
+    processes = min(workers, len(todo))
+    initargs = (events, context.Value("i", 0), processes)
+    with futures.ProcessPoolExecutor(processes, context, _pool_init, initargs) as pool:
         pending = {
             pool.submit(_pool_job, job, str(root.path), state["spec"]["name"], data_dir): job["id"] for job in todo
         }

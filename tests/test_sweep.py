@@ -17,7 +17,7 @@ import pytest
 from learner.stats import t_interval
 from simulator.sweep import SweepDir, SweepError, expand, load_spec
 from simulator.sweep_report import sweep_markdown
-from simulator.worker import job_log
+from simulator.worker import job_log, share_of_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ["retrain_seconds", "eval_seconds"]
@@ -181,6 +181,19 @@ def test_rtsim_sweep_on_tiny_with_two_workers_is_resumable_and_deterministic(tmp
 
     status = _sweep("status", "runs/g", cwd=tmp_path)
     assert status.returncode == 0 and "0 pending, 0 running, 4 done, 0 failed of 4 jobs" in status.stdout
+
+
+@pytest.mark.parametrize(
+    "workers, cores, shares",
+    [
+        (2, [0, 1], [[0], [1]]),
+        (3, [0, 1], [[0], [1], [0]]),
+        (2, list(range(16)), [list(range(8)), list(range(8, 16))]),
+        (3, [2, 3, 5, 7, 8, 9, 11, 12], [[2, 3], [5, 7], [8, 9, 11, 12]]),
+    ],
+)
+def test_local_workers_split_the_cores_between_them(workers, cores, shares):
+    assert [share_of_cores(slot, workers, cores) for slot in range(workers)] == shares
 
 
 def test_sweep_metrics_count_jobs_per_worker_and_state():

@@ -62,7 +62,8 @@ class SmlConfig:
     w_hat_adam: Literal["dense", "row_sparse"] = "dense"
     # rows per whole-table transfer pass; bounds the (rows x 512) activation
     chunk_rows: int = 16384
-    # torch threads while SML retrains; None = every core. The transfer's dense matmuls
+    # torch threads while SML retrains; None = every core this process may run on (a local
+    # sweep pool gives each worker its share, simulator/worker.py). The transfer's dense matmuls
     # scale with cores (0.1x Yelp shape, period 20: 12.6 s on 1 thread, 7.8 s on 2), unlike
     # MF's small sparse steps, which run on learner.threads
     threads: int | None = None
@@ -161,7 +162,7 @@ class Sml(Strategy):
         )
 
     def retrain(self, period: Period) -> None:
-        with _torch_threads(self.cfg.threads or os.cpu_count() or 1):
+        with _torch_threads(self.cfg.threads or len(os.sched_getaffinity(0))):
             self._retrain(period)
 
     def _retrain(self, period: Period) -> None:
