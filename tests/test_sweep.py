@@ -234,6 +234,13 @@ def test_the_documented_sweep_files_are_valid(tmp_path, source):
     assert len(jobs) == 12
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_benchmark_sweep_files_are_valid(path):
+    spec = load_spec(path)
+    jobs = expand(spec)
+    assert jobs and all(job.id.startswith("s00-seed-") for job in jobs)
+
+
 def test_a_failing_job_is_logged_in_full_and_reported_in_one_line(tmp_path):
     root = SweepDir(tmp_path / "sweep")
     with job_log(root, "j1") as (say, failure):
