@@ -18,7 +18,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from dataclasses import replace
@@ -81,7 +80,7 @@ def main() -> None:
     log, _ = prepare(cfg.data, args.data_dir, progress=False)
     periods = list(prepared_periods(log))
     learner_cfg = replace(cfg.learner, strategies=replace(cfg.learner.strategies, enabled=["sml"], serving="sml"))
-    sml_threads = learner_cfg.strategies.sml.threads or len(os.sched_getaffinity(0))
+    sml_threads = learner_cfg.strategies.sml.retrain_threads
     dim = 64
     print(
         f"# Yelp shape at scale {args.scale}, period {args.period}; SML on {sml_threads} threads, "

@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 from simulator.rundir import RunDir
@@ -100,7 +101,7 @@ def share_of_cores(slot: int, workers: int, cores: list[int]) -> list[int]:
     return cores[slot * size : None if slot == workers - 1 else (slot + 1) * size]
 
 
-def _pool_init(events: multiprocessing.Queue, slots, workers: int) -> None:
+def _pool_init(events: multiprocessing.Queue, slots: Synchronized, workers: int) -> None:
     global _events
     _events = events
     if workers > 1:

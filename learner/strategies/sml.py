@@ -72,6 +72,10 @@ class SmlConfig:
         "the ablations are strategies now: enable sml_cnn, sml_fc, sml_n, sml_s or sml_fp beside sml"
     )
 
+    @property
+    def retrain_threads(self) -> int:
+        return self.threads or len(os.sched_getaffinity(0))
+
     def validate(self) -> None:
         if self.rounds is not None and self.rounds < 1:
             raise not_allowed("rounds", self.rounds, "rounds must be >= 1 (or null for the default)")
@@ -162,7 +166,7 @@ class Sml(Strategy):
         )
 
     def retrain(self, period: Period) -> None:
-        with _torch_threads(self.cfg.threads or len(os.sched_getaffinity(0))):
+        with _torch_threads(self.cfg.retrain_threads):
             self._retrain(period)
 
     def _retrain(self, period: Period) -> None:
