@@ -1,0 +1,130 @@
+"""Retrain seconds of the sequence models (GRU4Rec, Caser) at full-scale periods.
+
+A full-mode retrain makes `epochs` passes over every event so far, and each optimiser step
+updates whole tables (dense Adagrad/Adam): at the full Yelp shape one retrain at period 39
+takes tens of minutes, so timing every period directly would take hours. The cost is
+linear in the events trained on once the state (table sizes, history) is fixed, so this
+benchmark builds the real state at period P (ids and history of periods <= P), times
+training passes over the last m and 2m events of that history, and fits
+t(m) = a + b*m: `a` holds what does not grow with m (the input windows are looked up over
+the whole history), `b` the seconds per event. The retrain at P is a + b*n (n events in
+the history) plus the served tables' rebuild, timed on its own. `--full` also times one
+real retrain at each period, to check the projection.
+
+The models start untrained (the start's pass over the pretrain periods is skipped): a
+step costs the same whatever the weights hold.
+
+examples:
+  python benchmarks/bench_seq_retrain.py --preset synthetic-business --periods 10 20 30 39
+  python benchmarks/bench_seq_retrain.py --preset synthetic-news --periods 21 42 62
+  python benchmarks/bench_seq_retrain.py --preset synthetic-business --set data.reader.scale=0.1 --periods 39 --full
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from dataclasses import replace
+
+from bench_retrain import build_state
+
+from learner.engine import Engine
+from learner.strategies.base import REGISTRY
+from learner.strategies.sequential import SequenceStrategy
+from replay_data.prepared import prepare
+from simulator.config import resolve
+from simulator.run import prepared_periods
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def untrained(engine: Engine, name: str) -> SequenceStrategy:
+    """`name` started from the engine's base model without the start's training pass."""
+    settings = engine.cfg.strategies
+    cfg = getattr(settings, name)
+    skip = replace(settings, **{name: replace(cfg, train=replace(cfg.train, epochs=0))})
+    strategy = REGISTRY[name].from_settings(skip, engine.shared)
+    strategy.start(engine.base_model)
+    strategy.cfg = cfg  # the configured passes from here on
+    return strategy
+
+
+def full_retrain(strategy: SequenceStrategy, p: int) -> None:
+    """What `retrain` does in full mode: a pass over every event so far, then the tables."""
+    history = strategy.shared.history
+    strategy._train(history.users, history.items, 0, strategy.rng(p, "train"))
+    strategy._rebuild_tables()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="synthetic-business")
+    parser.add_argument("--input")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--periods", type=int, nargs="+", default=[10, 20, 30, 39])
+    parser.add_argument("--strategies", nargs="+", default=["gru4rec", "caser"])
+    parser.add_argument("--events", type=int, default=5000, help="m, the smaller sample (the other is 2m)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per sample size (median)")
+    parser.add_argument("--full", action="store_true", help="also time one real retrain per period")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+
+    cfg = resolve(args.preset, None, args.overrides, args.input)
+    for name in args.strategies:
+        if getattr(cfg.learner.strategies, name).mode != "full":
+            parser.error(f"{name}: only mode full is benchmarked here (fine_tune trains on one period)")
+    log, _ = prepare(cfg.data, args.data_dir, progress=True)
+    periods = list(prepared_periods(log))
+    learner_cfg = replace(
+        cfg.learner, strategies=replace(cfg.learner.strategies, enabled=args.strategies, serving=args.strategies[0])
+    )
+    print(
+        f"# {args.preset}: {len(log.ts):,} events, {len(log.user_ids):,} users, {len(log.item_ids):,} items, "
+        f"{len(periods)} periods; torch threads {learner_cfg.threads}\n",
+        flush=True,
+    )
+    rows = []
+    for p in args.periods:
+        engine = Engine(learner_cfg, log.phases)
+        build_state(engine, periods, p + 1, base_epochs=1)  # the history holds period p: it just closed
+        history = engine.shared.history
+        n = len(history)
+        for name in args.strategies:
+            strategy = untrained(engine, name)
+            m = min(args.events, n // 2)
+            # untimed: the first steps allocate the optimiser's state
+            strategy._train(history.users, history.items, n - min(m, 1000), strategy.rng(p, "warm-up"))
+            timed = {}
+            for size in (m, 2 * m):
+                timed[size] = statistics.median(
+                    seconds(lambda: strategy._train(history.users, history.items, n - size, strategy.rng(p, "bench")))
+                    for _ in range(args.repeats)
+                )
+            per_event = (timed[2 * m] - timed[m]) / m
+            fixed = timed[m] - per_event * m
+            rebuild = seconds(strategy._rebuild_tables)
+            projected = fixed + per_event * n + rebuild
+            measured = seconds(lambda: full_retrain(strategy, p)) if args.full else None
+            rows.append((p, name, n, per_event, fixed, rebuild, projected, measured))
+            shown = f"{measured:.1f}" if measured is not None else "-"
+            print(f"period {p:>3} {name:<8} projected {projected:8.1f} s  measured {shown} s", flush=True)
+    print(
+        "\n| period | strategy | history | µs / event | fixed s | tables s | retrain s (projected) | retrain s (measured) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for p, name, n, per_event, fixed, rebuild, projected, measured in rows:
+        shown = f"{measured:.1f}" if measured is not None else "-"
+        print(
+            f"| {p} | {name} | {n:,} | {per_event * 1e6:.0f} | {fixed:.2f} | {rebuild:.2f} | {projected:.1f} | {shown} |"
+        )
+    print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
