@@ -24,12 +24,13 @@ import time
 from dataclasses import dataclass, replace
 
 from learner.candidates import sample_eval_candidates
+from learner.config import LearnerConfig
 from learner.engine import Engine
 from learner.evaluation import rank_positives
 from learner.mf import MF, train_mf
 from learner.period import Period
-from replay_data.prepared import prepare
-from simulator.config import resolve
+from replay_data.prepared import PreparedLog, prepare
+from simulator.config import RunConfig, resolve
 from simulator.run import prepared_periods
 
 
@@ -120,19 +121,9 @@ def profile_top(profiler: cProfile.Profile, n: int) -> str:
     return "\n".join(lines[start : start + n + 1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="synthetic-business")
-    parser.add_argument("--input")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--periods", type=int, nargs="+", default=[10, 20, 30, 39])
-    parser.add_argument("--strategies", nargs="+", default=["sml", "sml_s", "fine_tune", "full_retrain", "spmf"])
-    parser.add_argument("--base-epochs", type=int, default=2, help="epochs of the stand-in base model")
-    parser.add_argument("--profile-lines", type=int, default=8)
-    parser.add_argument("--data-dir")
-    args = parser.parse_args()
-
-    cfg = resolve(args.preset, None, args.overrides, args.input)
+def load(args: argparse.Namespace, cfg: RunConfig) -> tuple[PreparedLog, list, LearnerConfig]:
+    """The prepared log of `cfg`, its periods, and the learner settings with only
+    args.strategies enabled; prints what was loaded."""
     log, _ = prepare(cfg.data, args.data_dir, progress=True)
     periods = list(prepared_periods(log))
     learner_cfg = replace(
@@ -140,8 +131,31 @@ def main() -> None:
     )
     print(
         f"# {args.preset}: {len(log.ts):,} events, {len(log.user_ids):,} users, {len(log.item_ids):,} items, "
-        f"{len(periods)} periods; torch threads {learner_cfg.threads}\n"
+        f"{len(periods)} periods; torch threads {learner_cfg.threads}\n",
+        flush=True,
     )
+    return log, periods, learner_cfg
+
+
+def arguments(doc: str, strategies: list[str]) -> argparse.ArgumentParser:
+    """The options every retrain benchmark takes: which log, which periods, which strategies."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="synthetic-business")
+    parser.add_argument("--input")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--periods", type=int, nargs="+", default=[10, 20, 30, 39])
+    parser.add_argument("--strategies", nargs="+", default=strategies)
+    parser.add_argument("--data-dir")
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__, ["sml", "sml_s", "fine_tune", "full_retrain", "spmf"])
+    parser.add_argument("--base-epochs", type=int, default=2, help="epochs of the stand-in base model")
+    parser.add_argument("--profile-lines", type=int, default=8)
+    args = parser.parse_args()
+
+    log, periods, learner_cfg = load(args, resolve(args.preset, None, args.overrides, args.input))
     rows, profiles = [], []
     for p in args.periods:
         engine = Engine(learner_cfg, log.phases)

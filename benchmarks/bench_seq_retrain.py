@@ -1,8 +1,8 @@
 """Retrain seconds of the sequence models (GRU4Rec, Caser) at full-scale periods.
 
-A full-mode retrain makes `epochs` passes over every event so far, and each optimiser step
-updates whole tables (dense Adagrad/Adam): at the full Yelp shape one retrain at period 39
-takes tens of minutes, so timing every period directly would take hours. The cost is
+A full-mode retrain makes `epochs` passes over every event so far, and each of Caser's Adam
+steps updates its whole tables: at the full shapes one retrain at a late period takes from
+minutes (GRU4Rec) to hours (Caser), so timing every period directly is out of reach. The cost is
 linear in the events trained on once the state (table sizes, history) is fixed, so this
 benchmark builds the real state at period P (ids and history of periods <= P), times
 training passes over the last m and 2m events of that history, and fits
@@ -22,20 +22,17 @@ examples:
 
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
 import time
 from dataclasses import replace
 
-from bench_retrain import build_state
+from bench_retrain import arguments, build_state, load
 
 from learner.engine import Engine
 from learner.strategies.base import REGISTRY
 from learner.strategies.sequential import SequenceStrategy
-from replay_data.prepared import prepare
 from simulator.config import resolve
-from simulator.run import prepared_periods
 
 
 def seconds(fn) -> float:
@@ -63,32 +60,17 @@ def full_retrain(strategy: SequenceStrategy, p: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="synthetic-business")
-    parser.add_argument("--input")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--periods", type=int, nargs="+", default=[10, 20, 30, 39])
-    parser.add_argument("--strategies", nargs="+", default=["gru4rec", "caser"])
+    parser = arguments(__doc__, ["gru4rec", "caser"])
     parser.add_argument("--events", type=int, default=5000, help="m, the smaller sample (the other is 2m)")
     parser.add_argument("--repeats", type=int, default=3, help="timings per sample size (median)")
     parser.add_argument("--full", action="store_true", help="also time one real retrain per period")
-    parser.add_argument("--data-dir")
     args = parser.parse_args()
 
     cfg = resolve(args.preset, None, args.overrides, args.input)
     for name in args.strategies:
         if getattr(cfg.learner.strategies, name).mode != "full":
             parser.error(f"{name}: only mode full is benchmarked here (fine_tune trains on one period)")
-    log, _ = prepare(cfg.data, args.data_dir, progress=True)
-    periods = list(prepared_periods(log))
-    learner_cfg = replace(
-        cfg.learner, strategies=replace(cfg.learner.strategies, enabled=args.strategies, serving=args.strategies[0])
-    )
-    print(
-        f"# {args.preset}: {len(log.ts):,} events, {len(log.user_ids):,} users, {len(log.item_ids):,} items, "
-        f"{len(periods)} periods; torch threads {learner_cfg.threads}\n",
-        flush=True,
-    )
+    log, periods, learner_cfg = load(args, cfg)
     rows = []
     for p in args.periods:
         engine = Engine(learner_cfg, log.phases)
