@@ -47,10 +47,17 @@ def last_items(users: np.ndarray, items: np.ndarray, n_users: int, window: int) 
     )
 
 
-def embed(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """table[ids] with PAD slots as zero rows."""
+def embed(table: torch.Tensor, ids: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """table[ids] with PAD slots as zero rows. `sparse`: the table's gradient is a sparse
+    tensor of the rows looked up, so an optimiser that supports it touches only those."""
     present = ids != PAD
-    return table[ids.clamp_min(0)] * present.unsqueeze(-1).to(table.dtype)
+    rows = lookup(table, ids.clamp_min(0), sparse)
+    return rows * present.unsqueeze(-1).to(table.dtype)
+
+
+def lookup(table: torch.Tensor, ids: torch.Tensor, sparse: bool) -> torch.Tensor:
+    """table[ids], with a sparse gradient for the table when `sparse`."""
+    return torch.nn.functional.embedding(ids, table, sparse=True) if sparse else table[ids]
 
 
 def widening(dim_in: int, dim_out: int, rng: np.random.Generator) -> torch.Tensor:

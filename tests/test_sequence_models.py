@@ -125,6 +125,23 @@ def test_gru4recs_softmax_loss_is_cross_entropy_over_every_known_item(trained, m
     assert not torch.isclose(softmax, top1)
 
 
+def test_gru4recs_sparse_item_gradients_give_the_dense_adagrad_result(trained):
+    """Adagrad moves no row whose gradient is zero, so training the item tables through
+    sparse gradients (touching a batch's rows only) ends where dense gradients do."""
+    sparse = copy.deepcopy(trained.strategies["gru4rec"])
+    dense = copy.deepcopy(sparse)
+    dense.net.sparse = False
+    history = trained.shared.history
+    start = len(history) // 2
+    for strategy in (sparse, dense):
+        strategy._train(history.users, history.items, start, np.random.default_rng(5))
+    assert sparse.net.sparse and sparse.net.item_in.grad.is_sparse and sparse.net.out.grad.is_sparse
+    assert not dense.net.item_in.grad.is_sparse
+    for (name, got), want in zip(sparse.net.named_parameters(), dense.net.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(sparse.net.item_in, trained.strategies["gru4rec"].net.item_in)  # it did train
+
+
 @pytest.mark.parametrize("name", SEQUENCE)
 def test_the_served_tables_score_what_the_model_scores(trained, name):
     """<user row, item row> is the net's own score of the user's last items before the next period."""

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from learner.sequences import PAD, embed
+from learner.sequences import PAD, embed, lookup
 from learner.strategies.base import register
 from learner.strategies.sequential import SequenceConfig, SequenceNet, SequenceStrategy
 from learner.train_spec import TrainSpec
@@ -49,8 +49,12 @@ class Gru4RecConfig(SequenceConfig):
 
 
 class Gru4RecNet(SequenceNet):
-    def __init__(self, items: torch.Tensor, widen: torch.Tensor, hidden: int, dropout: float) -> None:
+    def __init__(self, items: torch.Tensor, widen: torch.Tensor, hidden: int, dropout: float, sparse: bool) -> None:
         super().__init__()
+        # Adagrad leaves a row whose gradient is zero exactly as it was (its sum of squares
+        # and its value both gain 0), so sparse gradients of the item tables give the dense
+        # update's result while touching a batch's rows only, not the whole catalogue
+        self.sparse = sparse
         self.item_in = torch.nn.Parameter(items)
         self.gru = torch.nn.GRUCell(items.shape[1], hidden)
         self.dropout = torch.nn.Dropout(dropout)
@@ -62,7 +66,7 @@ class Gru4RecNet(SequenceNet):
         # history is encoded as if it were the whole sequence
         state = self.out.new_zeros(len(windows), self.gru.hidden_size)
         for step in windows.T:
-            moved = self.gru(embed(self.item_in, step), state)
+            moved = self.gru(embed(self.item_in, step, self.sparse), state)
             state = torch.where((step != PAD).unsqueeze(1), moved, state)
         return self.dropout(state)
 
@@ -88,7 +92,8 @@ class Gru4Rec(SequenceStrategy):
         return self.cfg.hidden
 
     def build(self, users: torch.Tensor, items: torch.Tensor, widen: torch.Tensor) -> Gru4RecNet:
-        return Gru4RecNet(items, widen, self.cfg.hidden, self.cfg.dropout)
+        # torch's Adagrad refuses sparse gradients with weight decay
+        return Gru4RecNet(items, widen, self.cfg.hidden, self.cfg.dropout, sparse=self.cfg.train.l2 == 0)
 
     def optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.Adagrad(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.l2)
@@ -97,5 +102,5 @@ class Gru4Rec(SequenceStrategy):
         items = targets[:, 0]  # every training row's target is its own event: never PAD
         if self.cfg.loss == "softmax":
             return torch.nn.functional.cross_entropy(encoded @ self.net.out.T + self.net.bias, items)
-        scores = encoded @ self.net.out[items].T + self.net.bias[items]
+        scores = encoded @ lookup(self.net.out, items, self.net.sparse).T + self.net.bias[items]
         return top1_loss(scores, items)
