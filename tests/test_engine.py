@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 from dataclasses import replace
@@ -96,31 +97,34 @@ def test_every_strategy_beats_random_ranking_and_the_untouched_base_model(refere
 
 
 def test_a_model_never_sees_the_period_it_is_scored_on(tiny, scored_tables):
-    """What is scored on D_t is fixed before D_t is read: old rows as they were, new ids
-    with their initial rows; changing D_t's contents changes none of it."""
+    """What is scored on D_t is fixed before D_t is read: each strategy's state before the
+    period, grown by the new ids' initial rows alone (SML serves them through the transfer
+    it learned before D_t), whatever D_t's contents."""
     cfg, phases, periods = tiny
     t = phases.index("online") + 1  # a period after the strategies have retrained once
     scored = scored_tables
     events = periods[t][1]
     altered = events.assign(item=np.roll(events["item"].to_numpy(), 7))  # same ids, other pairs
     learner_cfg = _config(cfg)
+    assert learner_cfg.strategies.sml.cold_start == "transfer"  # new SML rows are not initial rows
     for version in (events, altered):
         engine, _ = _run(learner_cfg, phases, periods, stop=t)
-        before = {n: tuple(e.clone() for e in s.serving_embeddings()) for n, s in engine.strategies.items()}
+        before = {n: copy.deepcopy(s) for n, s in engine.strategies.items()}
         n_users, n_items = len(engine.user_vocab), len(engine.item_vocab)
         scored.clear()
         engine.close_period(t, version)
-        new_users = initial_rows(
-            engine.user_vocab.ids[n_users:], "user", learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std
+        new_users, new_items = (
+            torch.from_numpy(
+                initial_rows(vocab.ids[n:], kind, learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std)
+            )
+            for vocab, n, kind in ((engine.user_vocab, n_users, "user"), (engine.item_vocab, n_items, "item"))
         )
-        new_items = initial_rows(
-            engine.item_vocab.ids[n_items:], "item", learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std
-        )
-        assert len(scored) == len(ALL)
-        for (u, i), (bu, bi) in zip(scored, before.values()):
-            assert torch.equal(u[:n_users], bu) and torch.equal(i[:n_items], bi)
-            assert torch.equal(u[n_users:], torch.from_numpy(new_users))
-            assert torch.equal(i[n_items:], torch.from_numpy(new_items))
+        assert len(scored) == len(ALL) and len(new_users) and len(new_items)
+        for (u, i), strategy in zip(scored, before.values()):
+            strategy.grow(new_users, new_items)
+            want_u, want_i = strategy.serving_embeddings()
+            assert torch.equal(u, want_u) and torch.equal(i, want_i)
+        assert not torch.equal(scored[ALL.index("sml")][1][n_items:], new_items)  # the transfer served them
 
 
 def test_restored_strategies_resume_identically(tiny, reference_run):
