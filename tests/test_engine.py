@@ -16,7 +16,6 @@ from learner.engine import Engine
 from learner.results import as_row
 from learner.strategies import REGISTRY
 from learner.strategies.base import same_state
-from learner.vocab import initial_rows
 
 TIMINGS = ("retrain_seconds", "eval_seconds")
 ALL = ["sml", "sml_s", "fine_tune", "full_retrain", "spmf", "frozen"]
@@ -113,12 +112,8 @@ def test_a_model_never_sees_the_period_it_is_scored_on(tiny, scored_tables):
         n_users, n_items = len(engine.user_vocab), len(engine.item_vocab)
         scored.clear()
         engine.close_period(t, version)
-        new_users, new_items = (
-            torch.from_numpy(
-                initial_rows(vocab.ids[n:], kind, learner_cfg.seed, learner_cfg.model.dim, learner_cfg.model.init_std)
-            )
-            for vocab, n, kind in ((engine.user_vocab, n_users, "user"), (engine.item_vocab, n_items, "item"))
-        )
+        new_users = engine._rows(engine.user_vocab.ids[n_users:], "user")  # the new ids' initial rows
+        new_items = engine._rows(engine.item_vocab.ids[n_items:], "item")
         assert len(scored) == len(ALL) and len(new_users) and len(new_items)
         for (u, i), strategy in zip(scored, before.values()):
             strategy.grow(new_users, new_items)
