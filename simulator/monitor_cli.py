@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+from collections.abc import Callable
 from urllib.parse import quote
 
-from simulator.kafka_cli import EXIT_NOT_RUNNING
 from simulator.monitor_local import DEFAULT_PORT, QUERIES, LocalPrometheus, MonitorError
+from simulator.service_cli import ServiceCommand
 
 MONITOR_HELP = f"""\
 Run a local Prometheus without Docker: Debian's `prometheus` package (installed by
@@ -27,67 +26,37 @@ example:
 """
 
 
-def _stderr(message: str) -> None:
-    print(f"rtsim monitor: {message}", file=sys.stderr, flush=True)
+def _open(args: argparse.Namespace, say: Callable[[str], None]) -> LocalPrometheus:
+    return LocalPrometheus(args.dir, port=args.port, progress=say)
 
 
-def handle_monitor(args: argparse.Namespace) -> int:
-    server = LocalPrometheus(args.dir, port=args.port, progress=_stderr)
-    try:
-        if args.monitor_command == "up":
-            url = server.up(interval_s=args.scrape_interval, wait_s=args.wait)
-            _stderr(
-                f"running; state in {server.state_dir}; stop it with `rtsim monitor down"
-                f"{'' if args.dir else f' --port {server.port}'}`"
-            )
-            print(url)
-            for what, query in QUERIES.items():
-                print(f"  {what}: {url}/graph?g0.expr={quote(query)}&g0.tab=0")
-            print(f"  targets: {url}/targets   alerts: {url}/alerts")
-            return 0
-        if args.monitor_command == "down":
-            if not server.down():
-                _stderr(f"no Prometheus running from {server.state_dir}")
-            return 0
-        status = server.status()
-        if args.json:
-            print(json.dumps(status, indent=2))
-        else:
-            for key, value in status.items():
-                print(f"{key}: {', '.join(value) if isinstance(value, list) else '-' if value is None else value}")
-        return 0 if status["running"] else EXIT_NOT_RUNNING
-    except MonitorError as exc:
-        _stderr(f"error: {exc}")
-        return 1
+def _start(server: LocalPrometheus, args: argparse.Namespace) -> list[str]:
+    url = server.up(interval_s=args.scrape_interval, wait_s=args.wait)
+    queries = [f"  {what}: {url}/graph?g0.expr={quote(query)}&g0.tab=0" for what, query in QUERIES.items()]
+    return [url, *queries, f"  targets: {url}/targets   alerts: {url}/alerts"]
 
 
-def add_monitor_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "monitor",
-        help="run a local Prometheus for every run (no Docker)",
-        description=MONITOR_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help="Prometheus port on 127.0.0.1 (default %(default)s; 0 picks a free one on `up`)",
-    )
-    common.add_argument(
-        "--dir", default=None, metavar="DIR", help="state directory (default: ~/.cache/rtsim/prometheus-state/PORT)"
-    )
-    commands = parser.add_subparsers(dest="monitor_command", metavar="{up,down,status}")
-    commands.required = True
-    up = commands.add_parser(
-        "up",
-        parents=[common],
-        help="start Prometheus and wait until it is ready",
-        description="Start Prometheus in the background and print its URL and the "
-        "queries to open; does nothing if it is already running.",
-        epilog="example: rtsim monitor up --scrape-interval 1",
-    )
+MONITOR = ServiceCommand[LocalPrometheus](
+    name="monitor",
+    server_name="Prometheus",
+    help="run a local Prometheus for every run (no Docker)",
+    description=MONITOR_HELP,
+    default_port=DEFAULT_PORT,
+    state_dir_default="~/.cache/rtsim/prometheus-state/PORT",
+    error=MonitorError,
+    open_server=_open,
+    start=_start,
+    up_description="Start Prometheus in the background and print its URL and the "
+    "queries to open; does nothing if it is already running.",
+    down_description="Stop Prometheus (SIGTERM, SIGKILL after 20 s). Its data is kept.",
+    status_description="URL, pid, the run targets discovered and the state directory. Exit code 0 "
+    "when Prometheus runs, 3 when it does not.",
+)
+
+
+def add_monitor_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `monitor up|down|status` on the top-level CLI's subparsers."""
+    up = MONITOR.add_parser(subparsers)
     up.add_argument(
         "--scrape-interval",
         type=float,
@@ -102,18 +71,3 @@ def add_monitor_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         metavar="SECONDS",
         help="how long to wait for Prometheus to become ready (default %(default)g)",
     )
-    commands.add_parser(
-        "down",
-        parents=[common],
-        help="stop Prometheus",
-        description="Stop Prometheus (SIGTERM, SIGKILL after 20 s). Its data is kept.",
-    )
-    status = commands.add_parser(
-        "status",
-        parents=[common],
-        help="show whether it runs (exit 3 if not)",
-        description="URL, pid, the run targets discovered and the state directory.",
-    )
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    parser.set_defaults(func=handle_monitor)
-    return parser

@@ -48,6 +48,10 @@ def rtsim(*args, env, cwd=None, timeout=120) -> subprocess.CompletedProcess:
         ["kafka", "up"],
         ["kafka", "down"],
         ["kafka", "status"],
+        ["monitor"],
+        ["monitor", "up"],
+        ["monitor", "down"],
+        ["monitor", "status"],
     ],
     ids=lambda c: " ".join(c) or "rtsim",
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -119,6 +121,47 @@ def test_status_up_down_and_restart_reuses_jars_and_storage(tmp_path: Path) -> N
         assert meta_properties.read_text() == cluster, "storage was formatted again"
     finally:
         broker.down()
+
+
+def _rtsim_kafka(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "kafka", *args], capture_output=True, text=True, timeout=180
+    )
+
+
+def test_the_kafka_command_starts_reports_and_stops_a_broker(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    try:
+        up = _rtsim_kafka("up", "--port", "0", "--dir", state)
+        assert up.returncode == 0, up.stderr
+        bootstrap = up.stdout.strip()
+        assert bootstrap.startswith(f"{HOST}:")
+        assert f"state in {state}; stop it with `rtsim kafka down`" in up.stderr
+
+        status = _rtsim_kafka("status", "--dir", state, "--json")
+        assert status.returncode == 0
+        assert json.loads(status.stdout)["bootstrap"] == bootstrap
+        plain = _rtsim_kafka("status", "--dir", state)
+        assert plain.returncode == 0 and f"bootstrap: {bootstrap}" in plain.stdout.splitlines()
+
+        assert _rtsim_kafka("down", "--dir", state).returncode == 0
+        stopped = _rtsim_kafka("status", "--dir", state)
+        assert stopped.returncode == 3  # LSB: not running
+        assert "running: False" in stopped.stdout.splitlines()
+        again = _rtsim_kafka("down", "--dir", state)
+        assert again.returncode == 0 and f"nothing to stop: the broker is not running from {state}" in again.stderr
+    finally:
+        LocalKafka(state).down()
+
+
+def test_the_kafka_command_reports_a_failure_with_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _rtsim_kafka("up", "--port", str(port), "--dir", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.startswith("rtsim kafka: error: ") and "already in use" in done.stderr
 
 
 def test_up_on_a_taken_port_says_so(tmp_path: Path) -> None:
