@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from simulator.kafka_local import DEFAULT_PORT, KAFKA_VERSION, KafkaLocalError, LocalKafka
 from simulator.service_cli import ServiceCommand
@@ -24,10 +23,6 @@ example:
 """
 
 
-def _open(args: argparse.Namespace, say: Callable[[str], None]) -> LocalKafka:
-    return LocalKafka(args.dir, port=args.port, progress=say)
-
-
 def _start(broker: LocalKafka, args: argparse.Namespace) -> list[str]:
     return [broker.up(wait_s=args.wait)]  # the bootstrap address
 
@@ -40,13 +35,12 @@ KAFKA = ServiceCommand[LocalKafka](
     default_port=DEFAULT_PORT,
     state_dir_default="~/.cache/rtsim/kafka-state/PORT",
     error=KafkaLocalError,
-    open_server=_open,
+    server=LocalKafka,
     start=_start,
     up_description="Start the broker in the background and print its bootstrap address "
     "once it answers admin requests; does nothing if it is already running.",
     down_description="Stop the broker cleanly (SIGTERM, SIGKILL after 30 s). Its data is kept.",
-    status_description="Show pid, bootstrap address, version and state directory. Exit code 0 "
-    "when the broker runs, 3 when it does not.",
+    status_description="Show pid, bootstrap address, version and state directory.",
 )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from urllib.parse import quote
 
 from simulator.monitor_local import DEFAULT_PORT, QUERIES, LocalPrometheus, MonitorError
@@ -26,10 +25,6 @@ example:
 """
 
 
-def _open(args: argparse.Namespace, say: Callable[[str], None]) -> LocalPrometheus:
-    return LocalPrometheus(args.dir, port=args.port, progress=say)
-
-
 def _start(server: LocalPrometheus, args: argparse.Namespace) -> list[str]:
     url = server.up(interval_s=args.scrape_interval, wait_s=args.wait)
     queries = [f"  {what}: {url}/graph?g0.expr={quote(query)}&g0.tab=0" for what, query in QUERIES.items()]
@@ -44,13 +39,12 @@ MONITOR = ServiceCommand[LocalPrometheus](
     default_port=DEFAULT_PORT,
     state_dir_default="~/.cache/rtsim/prometheus-state/PORT",
     error=MonitorError,
-    open_server=_open,
+    server=LocalPrometheus,
     start=_start,
     up_description="Start Prometheus in the background and print its URL and the "
     "queries to open; does nothing if it is already running.",
     down_description="Stop Prometheus (SIGTERM, SIGKILL after 20 s). Its data is kept.",
-    status_description="URL, pid, the run targets discovered and the state directory. Exit code 0 "
-    "when Prometheus runs, 3 when it does not.",
+    status_description="URL, pid, the run targets discovered and the state directory.",
 )
 
 

@@ -37,8 +37,8 @@ class ServiceCommand(Generic[S]):
     default_port: int
     state_dir_default: str  # for --dir's help
     error: type[Exception]  # what the server raises for a failure the user can act on
-    # (args, progress) -> the server the subcommand acts on
-    open_server: Callable[[argparse.Namespace, Callable[[str], None]], S]
+    # the server class, called as server(state_dir, port=..., progress=...)
+    server: Callable[..., S]
     # (server, args) -> lines for stdout once it runs; the first is its address
     start: Callable[[S, argparse.Namespace], list[str]]
     up_description: str
@@ -49,7 +49,7 @@ class ServiceCommand(Generic[S]):
         print(f"rtsim {self.name}: {message}", file=sys.stderr, flush=True)
 
     def handle(self, args: argparse.Namespace) -> int:
-        server = self.open_server(args, self.say)
+        server = self.server(args.dir, port=args.port, progress=self.say)
         try:
             if args.service_command == "up":
                 lines = self.start(server, args)
@@ -113,7 +113,8 @@ class ServiceCommand(Generic[S]):
             "status",
             parents=[common],
             help=f"show whether {self.server_name} runs (exit {EXIT_NOT_RUNNING} if not)",
-            description=self.status_description,
+            description=f"{self.status_description} Exit code 0 when {self.server_name} runs, "
+            f"{EXIT_NOT_RUNNING} when it does not.",
             epilog=f"example: rtsim {self.name} status --json",
         )
         status.add_argument("--json", action="store_true", help="print the status as JSON")
