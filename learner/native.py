@@ -1,4 +1,4 @@
-"""Helpers for the numba-compiled loops (learner/mf_native.py, learner/history.py)."""
+"""Helpers for the numba-compiled loops (learner/mf_native.py, learner/history.py, learner/tables.py)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,16 @@ def prefetch(typingctx, array, index):
         return context.get_dummy_value()
 
     return types.void(array, index), codegen
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """a * b + c in float32, rounded once: torch's vectorised CPU kernels fuse these steps,
+    and a loop that must give their bits has to as well."""
+
+    def codegen(context, builder, sig, args):
+        f32 = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, f32, f32]), "llvm.fma.f32")
+        return builder.call(fn, args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen

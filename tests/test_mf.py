@@ -67,6 +67,26 @@ def test_dense_adam_matches_torch_adam_on_the_whole_table():
     assert torch.equal(table.weight[[3, 5, 6, 8]], weight[[3, 5, 6, 8]])
 
 
+def test_the_compiled_dense_adam_gives_the_bits_of_the_torch_ops_it_replaces_on_the_cpu():
+    gen = torch.Generator().manual_seed(3)
+    native = EmbeddingTable(torch.randn(300, 16, generator=gen))
+    reference = native.copy()
+    for step in range(60):
+        if step == 30:  # a grown table: the step's buffers follow the new shape
+            rows = torch.randn(20, 16, generator=gen)
+            native.grow(rows)
+            reference.grow(rows)
+        idx = torch.randint(0, len(native), (50,), generator=gen)  # with repeats
+        grad = torch.randn(50, 16, generator=gen) * 0.1
+        native.dense_adam_step(idx, grad, lr=0.01)
+        reference.step += 1
+        tables._dense_adam_torch(reference, idx, grad, 0.01, (0.9, 0.999), 1e-8)
+    same = torch.equal if torch.backends.cpu.get_cpu_capability() != "DEFAULT" else torch.allclose
+    for name in ("weight", "exp_avg", "exp_avg_sq"):  # torch's AVX2/AVX-512 kernels fuse as ours do
+        assert same(getattr(native, name), getattr(reference, name)), name
+    assert native.step == reference.step == 60
+
+
 def test_training_on_learnable_data_lowers_the_loss_and_only_moves_used_rows():
     rng = np.random.default_rng(0)
     users = rng.integers(0, 20, 400)
