@@ -94,3 +94,22 @@ def test_matmul_form_equals_the_convolutions():
         else:
             expected = t.conv_out(gelu_sigmoid(z)).flatten(1)
         assert torch.allclose(t(old, new), expected, atol=1e-5)
+
+
+def test_gelu_sigmoid_gives_autograds_bits_forward_and_backward():
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(300, 512), (7, 10, 3, 4), (5,)]:
+        z = torch.randn(*shape, generator=gen) * 3
+        weights = torch.randn(*shape, generator=gen)
+        ours, reference = z.clone().requires_grad_(), z.clone().requires_grad_()
+        out, expected = gelu_sigmoid(ours), reference * torch.sigmoid(1.702 * reference)
+        (out * weights).sum().backward()
+        (expected * weights).sum().backward()
+        assert torch.equal(out, expected)
+        assert torch.equal(ours.grad, reference.grad)
+    # a non-contiguous input takes the same path
+    z = (torch.randn(6, 4, generator=gen) * 3).t().requires_grad_()
+    gelu_sigmoid(z).sum().backward()
+    reference = z.detach().clone().requires_grad_()
+    (reference * torch.sigmoid(1.702 * reference)).sum().backward()
+    assert torch.equal(z.grad, reference.grad)
