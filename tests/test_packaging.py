@@ -3,11 +3,15 @@ called `configs`, and `rtsim run --preset tiny` works from it in a fresh virtual
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -126,3 +130,45 @@ def test_rtsim_run_tiny_from_the_wheel_in_a_fresh_virtual_environment(wheel, tmp
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     periods = (tmp_path / "runs" / "from-wheel" / "periods.csv").read_text().splitlines()
     assert len(periods) > 1 and periods[0].startswith("period,phase,strategy")
+
+
+def _imported_top_level(folder: Path) -> set[str]:
+    """Top-level names of the absolute imports in every module under `folder`."""
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def _canonical(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+@pytest.mark.parametrize(
+    ("folders", "extras"),
+    [(PACKAGES, ()), (("tests",), ("dev",)), (("benchmarks",), ("dev", "bench"))],
+    ids=["packages", "tests", "benchmarks"],
+)
+def test_every_third_party_import_is_a_declared_dependency(folders, extras):
+    # a module that is only installed by chance (a benchmark extra's dependency, say) makes a
+    # fresh machine fail where this one passes
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_canonical(r) for r in project["dependencies"]}
+    declared |= {_canonical(r) for extra in extras for r in project["optional-dependencies"][extra]}
+    # the project's packages, and the scripts that tests and benchmarks import as siblings
+    local = {*PACKAGES, "tests", "benchmarks"} | {
+        p.stem for f in ("tests", "benchmarks") for p in (ROOT / f).glob("*.py")
+    }
+    distributions = importlib.metadata.packages_distributions()
+    missing = {}
+    for name in set().union(*(_imported_top_level(ROOT / f) for f in folders)):
+        if name in sys.stdlib_module_names or name in local or name == "setuptools":
+            continue
+        owners = {_canonical(d) for d in distributions.get(name, [name])}
+        if not owners & declared:
+            missing[name] = sorted(owners)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
