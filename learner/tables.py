@@ -17,11 +17,18 @@ class EmbeddingTable:
     periods; `step` counts updates for the bias correction.
     """
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        exp_avg: torch.Tensor | None = None,
+        exp_avg_sq: torch.Tensor | None = None,
+        step: int = 0,
+    ) -> None:
+        """A new table (moments zero, no step taken), or one restored from its parts."""
         self.weight = weight
-        self.exp_avg = torch.zeros_like(weight)
-        self.exp_avg_sq = torch.zeros_like(weight)
-        self.step = 0
+        self.exp_avg = torch.zeros_like(weight) if exp_avg is None else exp_avg
+        self.exp_avg_sq = torch.zeros_like(weight) if exp_avg_sq is None else exp_avg_sq
+        self.step = step
         self.scratch: tuple[np.ndarray, np.ndarray] | None = None  # the CPU dense step's, kept between steps
 
     def __len__(self) -> int:
@@ -74,26 +81,15 @@ class EmbeddingTable:
         (_dense_adam_torch if self.weight.is_cuda else _dense_adam_native)(self, rows, grad, lr, betas, eps)
 
     def copy(self) -> EmbeddingTable:
-        out = EmbeddingTable.__new__(EmbeddingTable)
-        out.weight = self.weight.clone()
-        out.exp_avg = self.exp_avg.clone()
-        out.exp_avg_sq = self.exp_avg_sq.clone()
-        out.step = self.step
-        out.scratch = None
-        return out
+        return EmbeddingTable(self.weight.clone(), self.exp_avg.clone(), self.exp_avg_sq.clone(), self.step)
 
     def state_dict(self) -> dict:
         return {"weight": self.weight, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step}
 
     @classmethod
     def from_state(cls, state: dict, device: str | torch.device = "cpu") -> EmbeddingTable:
-        out = cls.__new__(cls)
-        out.weight = state["weight"].to(device)
-        out.exp_avg = state["exp_avg"].to(device)
-        out.exp_avg_sq = state["exp_avg_sq"].to(device)
-        out.step = int(state["step"])
-        out.scratch = None
-        return out
+        parts = (state[k].to(device) for k in ("weight", "exp_avg", "exp_avg_sq"))
+        return cls(*parts, step=int(state["step"]))
 
 
 def _unique_rows(rows: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

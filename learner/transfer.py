@@ -15,10 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
+_GELU_SCALE = 1.702  # one constant for the CUDA path, the forward and the compiled backward
+
+
+def _gate(z: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(_GELU_SCALE * z)
+
 
 def gelu_sigmoid(z: torch.Tensor) -> torch.Tensor:
     if z.is_cuda:
-        return z * torch.sigmoid(1.702 * z)
+        return z * _gate(z)
     return _GeluSigmoid.apply(z)
 
 
@@ -28,7 +34,7 @@ class _GeluSigmoid(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor) -> torch.Tensor:
-        s = (1.702 * z).sigmoid_()
+        s = _gate(z)
         ctx.save_for_backward(z, s)
         return z * s
 
@@ -46,7 +52,7 @@ class _GeluSigmoid(torch.autograd.Function):
 def _gelu_sigmoid_grad(grad: np.ndarray, z: np.ndarray, s: np.ndarray, out: np.ndarray) -> None:
     """d(z·s)/dz with s = σ(1.702 z), rounded as autograd's chain of ops rounds it: grad·s
     plus ((grad·z)·(1 − s)·s)·1.702."""
-    c, one = np.float32(1.702), np.float32(1.0)
+    c, one = np.float32(_GELU_SCALE), np.float32(1.0)
     for k in range(len(grad)):
         out[k] = grad[k] * s[k] + ((grad[k] * z[k]) * (one - s[k]) * s[k]) * c
 
