@@ -29,7 +29,6 @@ class EmbeddingTable:
         self.exp_avg = torch.zeros_like(weight) if exp_avg is None else exp_avg
         self.exp_avg_sq = torch.zeros_like(weight) if exp_avg_sq is None else exp_avg_sq
         self.step = step
-        self.scratch: tuple[np.ndarray, np.ndarray] | None = None  # the CPU dense step's, kept between steps
 
     def __len__(self) -> int:
         return self.weight.shape[0]
@@ -76,9 +75,9 @@ class EmbeddingTable:
     ) -> None:
         """One Adam update of the whole table, as torch.optim.Adam takes it: rows absent from
         the batch have zero gradient, so their moments decay and they still move by their
-        momentum. O(table) per step; SML's ŵ uses it (see SmlConfig.w_hat_adam)."""
-        self.step += 1
-        (_dense_adam_torch if self.weight.is_cuda else _dense_adam_native)(self, rows, grad, lr, betas, eps)
+        momentum. O(table) per step; a run of them is cheaper through AdamSteps."""
+        with AdamSteps(self, lr, dense=True, betas=betas, eps=eps) as steps:
+            steps.step(rows, grad)
 
     def copy(self) -> EmbeddingTable:
         return EmbeddingTable(self.weight.clone(), self.exp_avg.clone(), self.exp_avg_sq.clone(), self.step)
@@ -117,67 +116,246 @@ def _dense_adam_torch(
     table.weight.addcdiv_(table.exp_avg, denom, value=-lr / (1 - b1**table.step))
 
 
-def _dense_adam_native(
-    table: EmbeddingTable, rows: torch.Tensor, grad: torch.Tensor, lr: float, betas: tuple[float, float], eps: float
-) -> None:
-    """_dense_adam_torch's bits in two compiled passes around torch's own sqrt (it differs
-    from a correctly rounded one), with no table-sized allocation: about a third of the
-    memory traffic of its ten whole-table torch passes."""
-    b1, b2 = betas
-    if table.scratch is None or table.scratch[0].shape != tuple(table.weight.shape):
-        table.scratch = (np.zeros(table.weight.shape, np.float32), np.empty(table.weight.shape, np.float32))
-    full, root = table.scratch
-    f32 = np.float32
-    m, v = table.exp_avg.numpy(), table.exp_avg_sq.numpy()
-    _dense_moments(
-        m,
-        v,
-        full,
-        rows.numpy(),
-        grad.numpy(),
-        f32(b1),
-        f32(1 - b1),
-        f32(b2),
-        f32(1 - b2),
-        f32(1 - b2**table.step),
-        root,
-    )
-    torch.from_numpy(root).sqrt_()
-    _dense_apply(table.weight.numpy(), m, root, f32(eps), f32(-lr / (1 - b1**table.step)))
+class AdamSteps:
+    """A run of Adam steps on one table over a sequence of batches: `read` a batch's rows,
+    `step` them with their gradients, `settle` (or leave the `with` block) at the end.
+
+    Row-sparse (dense=False) is EmbeddingTable.adam_step. Dense is torch.optim.Adam on the
+    whole table: every row's moments decay and every row moves on its momentum at every
+    step. On the CPU those moves are deferred: a row outside the batch moves by a function
+    of its own (w, m, v) and the step's scalars alone, so each row replays the steps it
+    missed when it is next read or stepped, or at `settle`, with the operations and the
+    rounding of the torch ops (`_dense_adam_torch`, kept for CUDA): the same bits, with one
+    pass over the table per settle instead of one per step, and the replays in cache. The
+    table must not grow, nor be read other than through `read`, until settled.
+    """
+
+    def __init__(
+        self,
+        table: EmbeddingTable,
+        lr: float,
+        dense: bool,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.table, self.lr, self.betas, self.eps = table, lr, betas, eps
+        self.mode = "sparse" if not dense else "torch" if table.weight.is_cuda else "deferred"
+        if self.mode == "deferred":
+            self.first = table.step  # the step every row is current at now
+            self.last = np.full(len(table), table.step, np.int64)  # the step each row is current at
+            self.slot = np.full(len(table), -1, np.int64)  # a stepped row's line in the summed gradient
+            self.rest = np.zeros(len(table), np.bool_)  # _replay_moments' verdicts, for _replay_apply
+            self.bias2 = np.empty(0, np.float32)  # 1 - b2^t per deferred step t, rounded as torch's scalars
+            self.scale = np.empty(0, np.float32)  # -lr / (1 - b1^t)
+            self.buffer = np.empty(0, np.float32)
+
+    def __enter__(self) -> AdamSteps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.settle()
+
+    def read(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows' current values (a copy)."""
+        if self.mode == "deferred":
+            self._replay(np.unique(rows.numpy()), self.table.step, None)
+        return self.table.weight.index_select(0, rows)
+
+    def step(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        """One Adam step; a row may repeat, and its gradients add up."""
+        table = self.table
+        if self.mode == "sparse":
+            table.adam_step(rows, grad, self.lr, self.betas, self.eps)
+            return
+        table.step += 1
+        if self.mode == "torch":
+            _dense_adam_torch(table, rows, grad, self.lr, self.betas, self.eps)
+            return
+        b1, b2 = self.betas
+        f32 = np.float32
+        self.bias2 = np.append(self.bias2, f32(1 - b2**table.step))
+        self.scale = np.append(self.scale, f32(-self.lr / (1 - b1**table.step)))
+        unique, summed = _sum_by_row(rows.numpy(), grad.numpy(), self.slot)
+        self._replay(unique, table.step, summed)
+        self.slot[unique] = -1
+
+    def settle(self) -> None:
+        """Bring every row up to date."""
+        if self.mode == "deferred":
+            self._replay(np.arange(len(self.table)), self.table.step, None)
+
+    def _replay(self, rows: np.ndarray, target: int, grad: np.ndarray | None) -> None:
+        """Bring `rows` (distinct) to step `target`; `grad` holds the summed gradients of
+        step `target` for the rows whose `slot` is set, None when no row has one."""
+        table, dim = self.table, self.table.weight.shape[1]
+        need = (target - self.first) * dim  # the most one row can replay
+        if len(self.buffer) < max(need, _REPLAY_FLOATS):
+            self.buffer = np.empty(max(need, _REPLAY_FLOATS), np.float32)
+        if grad is None:
+            grad = np.zeros((0, dim), np.float32)
+        b1, b2 = self.betas
+        f32 = np.float32
+        w, m, v = table.weight.numpy(), table.exp_avg.numpy(), table.exp_avg_sq.numpy()
+        bounds = _replay_chunks(self.last, rows, target, dim, len(self.buffer))
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            chunk = rows[lo:hi]
+            n = _replay_moments(
+                m,
+                v,
+                self.rest,
+                chunk,
+                self.last,
+                target,
+                self.first,
+                self.slot,
+                grad,
+                f32(b2),
+                f32(1 - b2),
+                self.bias2,
+                self.buffer,
+            )
+            torch.from_numpy(self.buffer[:n]).sqrt_()  # torch's own sqrt: it differs from a correctly rounded one
+            _replay_apply(
+                w,
+                m,
+                self.rest,
+                chunk,
+                self.last,
+                target,
+                self.first,
+                self.slot,
+                grad,
+                f32(b1),
+                f32(1 - b1),
+                self.scale,
+                f32(self.eps),
+                self.buffer,
+            )
+
+
+# floats of v / bias2 replayed between two sqrt calls: 1 MB, within a core's L2 cache
+_REPLAY_FLOATS = 1 << 18
+
+
+@numba.njit(cache=True)
+def _sum_by_row(rows: np.ndarray, grad: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row once, in order of first appearance, with its gradients summed in the order
+    given (as index_add_ sums them); slot[row] = its line."""
+    unique = np.empty(len(rows), np.int64)
+    summed = np.zeros(grad.shape, np.float32)
+    n = 0
+    for k in range(len(rows)):
+        r = rows[k]
+        if slot[r] < 0:
+            slot[r] = n
+            unique[n] = r
+            n += 1
+        summed[slot[r]] += grad[k]
+    return unique[:n], summed[:n]
+
+
+@numba.njit(cache=True)
+def _replay_chunks(last: np.ndarray, rows: np.ndarray, target: int, dim: int, capacity: int) -> np.ndarray:
+    """Bounds of consecutive runs of `rows` whose replays fit `capacity` floats."""
+    bounds = [0]
+    total = 0
+    for k in range(len(rows)):
+        cost = (target - last[rows[k]]) * dim
+        if total + cost > capacity and total > 0:
+            bounds.append(k)
+            total = 0
+        total += cost
+    bounds.append(len(rows))
+    return np.array(bounds)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _dense_moments(
+def _replay_moments(
     m: np.ndarray,
     v: np.ndarray,
-    full: np.ndarray,
+    rest: np.ndarray,
     rows: np.ndarray,
+    last: np.ndarray,
+    target: int,
+    first: int,
+    slot: np.ndarray,
+    grad: np.ndarray,
+    b2: np.float32,
+    c2: np.float32,
+    bias2: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """The second moments of the rows' missed steps, and v / bias2 of each step into `out`,
+    rounded as torch's kernels round them (c2 = 1 - b2 rounded from double, as torch casts
+    its scalars; addcmul_ fuses its multiply-add). Returns the floats written.
+
+    A row whose moments are all zero and that gets no gradient is at rest (rest[r]): its
+    steps leave it so and need no square root (see _replay_apply). Torch's sqrt takes a
+    slow path on zeros, and rows that have had no gradient yet are common."""
+    pos = 0
+    zero = np.float32(0.0)
+    dim = v.shape[1]
+    for r in rows:
+        line, vr = slot[r], v[r]  # 1-d views: the loops over a row vectorise
+        rest[r] = line < 0 and not (np.any(m[r]) or np.any(vr))
+        if rest[r]:
+            vr[:] = zero  # fma(0, 0, ±0 * b2) is +0
+            continue
+        for t in range(last[r] + 1, target + 1):
+            b, q = bias2[t - first - 1], out[pos : pos + dim]
+            if line >= 0 and t == target:  # the step with the row's gradient
+                g = grad[line]
+                for j in range(dim):
+                    vr[j] = fma32(c2 * g[j], g[j], vr[j] * b2)
+                    q[j] = vr[j] / b
+            else:  # a step without: the same operations on a zero gradient
+                for j in range(dim):
+                    vr[j] = fma32(zero, zero, vr[j] * b2)
+                    q[j] = vr[j] / b
+            pos += dim
+    return pos
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _replay_apply(
+    w: np.ndarray,
+    m: np.ndarray,
+    rest: np.ndarray,
+    rows: np.ndarray,
+    last: np.ndarray,
+    target: int,
+    first: int,
+    slot: np.ndarray,
     grad: np.ndarray,
     b1: np.float32,
     c1: np.float32,
-    b2: np.float32,
-    c2: np.float32,
-    bias2: np.float32,
-    out: np.ndarray,
+    scale: np.ndarray,
+    eps: np.float32,
+    root: np.ndarray,
 ) -> None:
-    """Both moments of every row (full: zeros but for the batch's summed gradients, zeroed
-    again on return) and out = v / bias2, each operation as torch's kernels round it
-    (c1 = 1 - b1 and c2 = 1 - b2 rounded from double, as torch casts its scalars)."""
-    for k in range(len(rows)):
-        full[rows[k]] += grad[k]
-    for r in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            g = full[r, j]
-            m[r, j] = fma32(g, c1, m[r, j] * b1)
-            v[r, j] = fma32(c2 * g, g, v[r, j] * b2)
-            out[r, j] = v[r, j] / bias2
-    for k in range(len(rows)):
-        full[rows[k]] = 0.0
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _dense_apply(w: np.ndarray, m: np.ndarray, root: np.ndarray, eps: np.float32, scale: np.float32) -> None:
-    """w += scale * m / (root + eps), in addcdiv's order."""
-    for r in range(w.shape[0]):
-        for j in range(w.shape[1]):
-            w[r, j] = w[r, j] + scale * m[r, j] / (root[r, j] + eps)
+    """The first moments of the same steps and w += scale * m / (root + eps), in addcdiv's
+    order, reading the square roots where _replay_moments wrote v / bias2. A row at rest
+    ends with m = +0 and w as it was: each step makes m +0 (fma(0, c1, ±0 * b1)), and adds
+    (scale * +0) / (sqrt(+0) + eps) = -0 to w (scale < 0, as lr > 0), which changes no w."""
+    pos = 0
+    zero = np.float32(0.0)
+    dim = w.shape[1]
+    for r in rows:
+        line, wr, mr = slot[r], w[r], m[r]
+        if rest[r]:
+            mr[:] = zero
+            last[r] = target
+            continue
+        for t in range(last[r] + 1, target + 1):
+            s, q = scale[t - first - 1], root[pos : pos + dim]
+            if line >= 0 and t == target:
+                g = grad[line]
+                for j in range(dim):
+                    mr[j] = fma32(g[j], c1, mr[j] * b1)
+                    wr[j] = wr[j] + s * mr[j] / (q[j] + eps)
+            else:
+                for j in range(dim):
+                    mr[j] = fma32(zero, c1, mr[j] * b1)
+                    wr[j] = wr[j] + s * mr[j] / (q[j] + eps)
+            pos += dim
+        last[r] = target

@@ -5,7 +5,7 @@ import torch
 from learner import tables
 from learner.config import TrainSpec
 from learner.mf import MF, bce_loss, mf_gradients, shuffled_batches, train_mf, weighted_batches
-from learner.tables import EmbeddingTable
+from learner.tables import AdamSteps, EmbeddingTable
 from learner.vocab import Vocabulary, initial_rows
 
 
@@ -85,6 +85,35 @@ def test_the_compiled_dense_adam_gives_the_bits_of_the_torch_ops_it_replaces_on_
     for name in ("weight", "exp_avg", "exp_avg_sq"):  # torch's AVX2/AVX-512 kernels fuse as ours do
         assert same(getattr(native, name), getattr(reference, name)), name
     assert native.step == reference.step == 60
+
+
+@pytest.mark.parametrize("replay_floats", [1 << 19, 40], ids=["default", "every-replay-chunked"])
+def test_deferred_dense_steps_give_the_bits_of_one_torch_step_after_another(monkeypatch, replay_floats):
+    monkeypatch.setattr(tables, "_REPLAY_FLOATS", replay_floats)
+    gen = torch.Generator().manual_seed(4)
+    deferred = EmbeddingTable(torch.randn(200, 16, generator=gen))
+    deferred.exp_avg.normal_(generator=gen).mul_(0.01)  # moments and steps carried over, as in SML
+    deferred.exp_avg_sq.uniform_(generator=gen).mul_(1e-4)
+    deferred.step = 7
+    grown = torch.randn(20, 16, generator=gen)  # rows 200-219: no gradient yet, moments zero
+    grown[3, :5] = -0.0
+    deferred.grow(grown)
+    reference = deferred.copy()
+    same = torch.equal if torch.backends.cpu.get_cpu_capability() != "DEFAULT" else torch.allclose
+    for run in range(3):
+        with AdamSteps(deferred, lr=0.01, dense=True) as steps:
+            for k in range(25):
+                # rows 40 and up sit out every other step, some for the whole run; of the
+                # grown rows, some get a gradient in the second run, the rest never
+                idx = torch.randint(0, 210 if k % 2 and run else 200 if k % 2 else 40, (30,), generator=gen)
+                grad = torch.randn(30, 16, generator=gen) * 0.1
+                assert same(steps.read(idx), reference.weight.index_select(0, idx)), (run, k)
+                steps.step(idx, grad)
+                reference.step += 1
+                tables._dense_adam_torch(reference, idx, grad, 0.01, (0.9, 0.999), 1e-8)
+        for name in ("weight", "exp_avg", "exp_avg_sq"):
+            assert same(getattr(deferred, name), getattr(reference, name)), (run, name)
+        assert deferred.step == reference.step == 7 + 25 * (run + 1)
 
 
 def test_training_on_learnable_data_lowers_the_loss_and_only_moves_used_rows():

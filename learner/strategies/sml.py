@@ -31,6 +31,7 @@ from learner.mf import MF, NegativeSampler, bce_loss, epoch_rows, shuffled_batch
 from learner.negatives import period_negatives
 from learner.period import Period
 from learner.strategies.base import Strategy, register
+from learner.tables import AdamSteps
 from learner.train_spec import TrainSpec
 from learner.transfer import Transfer
 from replay_data.typed_config import not_allowed
@@ -217,27 +218,29 @@ class Sml(Strategy):
         (SML-FP: BCE(ŵ) on ŵ itself)."""
         spec: TrainSpec = self.cfg.step1
         self._set_theta_trainable(False)
-        for _ in range(epochs):
-            for b, uu, u_inv, ii, i_inv in self._batches(users, items, spec.batch, self.shared.sample_negatives, rng):
-                h_u = self.w_hat.users.weight.index_select(0, uu).requires_grad_(True)
-                h_i = self.w_hat.items.weight.index_select(0, ii).requires_grad_(True)
-                out_u, out_i = h_u, h_i
-                if self.step1_through_transfer:
-                    out_u = self.theta_u(self.base_u.index_select(0, uu), h_u)
-                    out_i = self.theta_i(self.base_i.index_select(0, ii), h_i)
-                out_u, out_i = out_u.index_select(0, u_inv), out_i.index_select(0, i_inv)
-                s_pos = (out_u * out_i[:b]).sum(1)
-                s_neg = (out_u * out_i[b:]).sum(1)
-                rows_u, rows_i = h_u.index_select(0, u_inv), h_i.index_select(0, i_inv)
-                l2 = 0.5 * spec.l2 * (rows_u.pow(2).sum() + rows_i.pow(2).sum())
-                (bce_loss(s_pos, s_neg) + l2).backward()
-                with torch.no_grad():
-                    if self.cfg.w_hat_adam == "dense":
-                        self.w_hat.users.dense_adam_step(uu, h_u.grad, spec.lr)
-                        self.w_hat.items.dense_adam_step(ii, h_i.grad, spec.lr)
-                    else:
-                        self.w_hat.users.adam_step(uu, h_u.grad, spec.lr)
-                        self.w_hat.items.adam_step(ii, h_i.grad, spec.lr)
+        dense = self.cfg.w_hat_adam == "dense"
+        with (
+            AdamSteps(self.w_hat.users, spec.lr, dense) as adam_u,
+            AdamSteps(self.w_hat.items, spec.lr, dense) as adam_i,
+        ):
+            for _ in range(epochs):
+                batches = self._batches(users, items, spec.batch, self.shared.sample_negatives, rng)
+                for b, uu, u_inv, ii, i_inv in batches:
+                    h_u = adam_u.read(uu).requires_grad_(True)
+                    h_i = adam_i.read(ii).requires_grad_(True)
+                    out_u, out_i = h_u, h_i
+                    if self.step1_through_transfer:
+                        out_u = self.theta_u(self.base_u.index_select(0, uu), h_u)
+                        out_i = self.theta_i(self.base_i.index_select(0, ii), h_i)
+                    out_u, out_i = out_u.index_select(0, u_inv), out_i.index_select(0, i_inv)
+                    s_pos = (out_u * out_i[:b]).sum(1)
+                    s_neg = (out_u * out_i[b:]).sum(1)
+                    rows_u, rows_i = h_u.index_select(0, u_inv), h_i.index_select(0, i_inv)
+                    l2 = 0.5 * spec.l2 * (rows_u.pow(2).sum() + rows_i.pow(2).sum())
+                    (bce_loss(s_pos, s_neg) + l2).backward()
+                    with torch.no_grad():
+                        adam_u.step(uu, h_u.grad)
+                        adam_i.step(ii, h_i.grad)
         self._set_theta_trainable(True)
 
     def _step2(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
