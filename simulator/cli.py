@@ -378,6 +378,8 @@ def _cmd_run(args) -> int:
     from simulator.run import run_embedded
     from simulator.rundir import RunDir, new_run_id
 
+    if args.seeds is not None and args.resume:  # before any work: the sweep resumes by its --run-id
+        raise ConfigError("--seeds with --resume: repeat the sweep with --run-id instead; finished seeds are kept")
     _apply_resume(args)
     cfg = _resolve(args)
     log, cached = _prepare(cfg, args)
@@ -413,8 +415,6 @@ def _run_seeds(args, cfg, log, cached) -> int:
     from simulator.rundir import RunDir, new_run_id
     from simulator.seeds import run_seeds
 
-    if args.resume:
-        raise ValueError("--seeds with --resume: repeat the sweep with --run-id instead; finished seeds are kept")
     root = RunDir(args.runs_dir, args.run_id or new_run_id(cfg.preset))
     print(
         f"rtsim run {root.run_id}: seed sweep of {args.seeds} seeds from learner.seed={cfg.learner.seed}, "

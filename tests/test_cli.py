@@ -152,6 +152,13 @@ def test_run_with_an_unknown_preset_lists_the_presets(tmp_path, env):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_seed_sweep_cannot_resume_and_says_how_to_go_on(tmp_path, env):
+    done = rtsim("run", "--preset", "tiny", "--seeds", "2", "--resume", tmp_path / "runs" / "x", env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("rtsim: error: --seeds with --resume: repeat the sweep with --run-id")
+    assert "Traceback" not in done.stderr
+
+
 def test_prepare_of_a_file_dataset_without_input_asks_for_it(tmp_path, env):
     done = rtsim("prepare", "yelp", "--data-dir", tmp_path, env=env)
     assert done.returncode == 2
