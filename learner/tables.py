@@ -198,39 +198,10 @@ class AdamSteps:
         w, m, v = table.weight.numpy(), table.exp_avg.numpy(), table.exp_avg_sq.numpy()
         bounds = _replay_chunks(self.last, rows, target, dim, len(self.buffer))
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            chunk = rows[lo:hi]
-            n = _replay_moments(
-                m,
-                v,
-                self.rest,
-                chunk,
-                self.last,
-                target,
-                self.first,
-                self.slot,
-                grad,
-                f32(b2),
-                f32(1 - b2),
-                self.bias2,
-                self.buffer,
-            )
+            which = (rows[lo:hi], self.last, target, self.first, self.slot, grad, self.rest)
+            n = _replay_moments(*which, m, v, f32(b2), f32(1 - b2), self.bias2, self.buffer)
             torch.from_numpy(self.buffer[:n]).sqrt_()  # torch's own sqrt: it differs from a correctly rounded one
-            _replay_apply(
-                w,
-                m,
-                self.rest,
-                chunk,
-                self.last,
-                target,
-                self.first,
-                self.slot,
-                grad,
-                f32(b1),
-                f32(1 - b1),
-                self.scale,
-                f32(self.eps),
-                self.buffer,
-            )
+            _replay_apply(*which, w, m, f32(b1), f32(1 - b1), self.scale, f32(self.eps), self.buffer)
 
 
 # floats of v / bias2 replayed between two sqrt calls: 1 MB, within a core's L2 cache
@@ -271,15 +242,15 @@ def _replay_chunks(last: np.ndarray, rows: np.ndarray, target: int, dim: int, ca
 
 @numba.njit(cache=True, error_model="numpy")
 def _replay_moments(
-    m: np.ndarray,
-    v: np.ndarray,
-    rest: np.ndarray,
     rows: np.ndarray,
     last: np.ndarray,
     target: int,
     first: int,
     slot: np.ndarray,
     grad: np.ndarray,
+    rest: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
     b2: np.float32,
     c2: np.float32,
     bias2: np.ndarray,
@@ -318,15 +289,15 @@ def _replay_moments(
 
 @numba.njit(cache=True, error_model="numpy")
 def _replay_apply(
-    w: np.ndarray,
-    m: np.ndarray,
-    rest: np.ndarray,
     rows: np.ndarray,
     last: np.ndarray,
     target: int,
     first: int,
     slot: np.ndarray,
     grad: np.ndarray,
+    rest: np.ndarray,
+    w: np.ndarray,
+    m: np.ndarray,
     b1: np.float32,
     c1: np.float32,
     scale: np.ndarray,
