@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 import torch
@@ -144,7 +146,7 @@ class AdamSteps:
             self.first = table.step  # the step every row is current at now
             self.last = np.full(len(table), table.step, np.int64)  # the step each row is current at
             self.slot = np.full(len(table), -1, np.int64)  # a stepped row's line in the summed gradient
-            self.rest = np.zeros(len(table), np.bool_)  # _replay_moments' verdicts, for _replay_apply
+            self.still = np.zeros(len(table), np.bool_)  # rows whose replay only decays v (_find_still)
             self.bias2 = np.empty(0, np.float32)  # 1 - b2^t per deferred step t, rounded as torch's scalars
             self.scale = np.empty(0, np.float32)  # -lr / (1 - b1^t)
             self.buffer = np.empty(0, np.float32)
@@ -196,10 +198,13 @@ class AdamSteps:
         b1, b2 = self.betas
         f32 = np.float32
         w, m, v = table.weight.numpy(), table.exp_avg.numpy(), table.exp_avg_sq.numpy()
-        bounds = _replay_chunks(self.last, rows, target, dim, len(self.buffer))
+        _find_still(
+            rows, self.last, target, self.first, self.slot, self.still, w, m, v, f32(b1), f32(1 - b1), self.scale
+        )
+        bounds = _replay_chunks(self.last, self.still, rows, target, dim, len(self.buffer))
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            which = (rows[lo:hi], self.last, target, self.first, self.slot, grad, self.rest)
-            n = _replay_moments(*which, m, v, f32(b2), f32(1 - b2), self.bias2, self.buffer)
+            which = (rows[lo:hi], self.last, target, self.first, self.slot, grad, self.still)
+            n = _replay_moments(*which, v, f32(b2), f32(1 - b2), self.bias2, self.buffer)
             torch.from_numpy(self.buffer[:n]).sqrt_()  # torch's own sqrt: it differs from a correctly rounded one
             _replay_apply(*which, w, m, f32(b1), f32(1 - b1), self.scale, f32(self.eps), self.buffer)
 
@@ -226,12 +231,60 @@ def _sum_by_row(rows: np.ndarray, grad: np.ndarray, slot: np.ndarray) -> tuple[n
 
 
 @numba.njit(cache=True)
-def _replay_chunks(last: np.ndarray, rows: np.ndarray, target: int, dim: int, capacity: int) -> np.ndarray:
-    """Bounds of consecutive runs of `rows` whose replays fit `capacity` floats."""
+def _same_bits(a: np.float32, b: np.float32) -> bool:
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _find_still(
+    rows: np.ndarray,
+    last: np.ndarray,
+    target: int,
+    first: int,
+    slot: np.ndarray,
+    still: np.ndarray,
+    w: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    b1: np.float32,
+    c1: np.float32,
+    scale: np.ndarray,
+) -> None:
+    """still[r]: row r gets no gradient and its missed steps leave its w and m bit for bit as
+    they are, so replaying them only decays v. That holds when every m is a fixed point of
+    the decay (fma(0, c1, m * b1) rounds back to m: +0, or the few smallest subnormals, where
+    a row's momentum ends some 1,000 steps after its last gradient), and scale * m rounds to
+    a zero that adds nothing to w at the step of the largest |scale| (so at every step), v
+    not NaN. Rows with no gradient yet are still, and so are most ids long unseen; replayed
+    in full, their zeros and subnormals cost torch's sqrt and the apply pass 10-30x more."""
+    zero = np.float32(0.0)
+    for r in rows:
+        if slot[r] >= 0 or last[r] == target:
+            still[r] = slot[r] < 0
+            continue
+        s = scale[last[r] - first]
+        for t in range(last[r] + 1, target + 1):
+            if abs(scale[t - first - 1]) > abs(s):
+                s = scale[t - first - 1]
+        wr, mr, vr = w[r], m[r], v[r]
+        ok = True
+        for j in range(len(mr)):
+            p = s * mr[j]
+            ok &= _same_bits(fma32(zero, c1, mr[j] * b1), mr[j]) and p == 0
+            ok &= _same_bits(wr[j] + p, wr[j]) and not np.isnan(vr[j])
+        still[r] = ok
+
+
+@numba.njit(cache=True)
+def _replay_chunks(
+    last: np.ndarray, still: np.ndarray, rows: np.ndarray, target: int, dim: int, capacity: int
+) -> np.ndarray:
+    """Bounds of consecutive runs of `rows` whose replays fit `capacity` floats (still rows
+    write none)."""
     bounds = [0]
     total = 0
     for k in range(len(rows)):
-        cost = (target - last[rows[k]]) * dim
+        cost = 0 if still[rows[k]] else (target - last[rows[k]]) * dim
         if total + cost > capacity and total > 0:
             bounds.append(k)
             total = 0
@@ -248,8 +301,7 @@ def _replay_moments(
     first: int,
     slot: np.ndarray,
     grad: np.ndarray,
-    rest: np.ndarray,
-    m: np.ndarray,
+    still: np.ndarray,
     v: np.ndarray,
     b2: np.float32,
     c2: np.float32,
@@ -258,19 +310,17 @@ def _replay_moments(
 ) -> int:
     """The second moments of the rows' missed steps, and v / bias2 of each step into `out`,
     rounded as torch's kernels round them (c2 = 1 - b2 rounded from double, as torch casts
-    its scalars; addcmul_ fuses its multiply-add). Returns the floats written.
-
-    A row whose moments are all zero and that gets no gradient is at rest (rest[r]): its
-    steps leave it so and need no square root (see _replay_apply). Torch's sqrt takes a
-    slow path on zeros, and rows that have had no gradient yet are common."""
+    its scalars; addcmul_ fuses its multiply-add). Returns the floats written; a still row
+    (_find_still) writes none, as no square root of its is needed."""
     pos = 0
     zero = np.float32(0.0)
     dim = v.shape[1]
     for r in rows:
         line, vr = slot[r], v[r]  # 1-d views: the loops over a row vectorise
-        rest[r] = line < 0 and not (np.any(m[r]) or np.any(vr))
-        if rest[r]:
-            vr[:] = zero  # fma(0, 0, ±0 * b2) is +0
+        if still[r]:
+            for _ in range(target - last[r]):
+                for j in range(dim):
+                    vr[j] = fma32(zero, zero, vr[j] * b2)
             continue
         for t in range(last[r] + 1, target + 1):
             b, q = bias2[t - first - 1], out[pos : pos + dim]
@@ -295,7 +345,7 @@ def _replay_apply(
     first: int,
     slot: np.ndarray,
     grad: np.ndarray,
-    rest: np.ndarray,
+    still: np.ndarray,
     w: np.ndarray,
     m: np.ndarray,
     b1: np.float32,
@@ -305,16 +355,14 @@ def _replay_apply(
     root: np.ndarray,
 ) -> None:
     """The first moments of the same steps and w += scale * m / (root + eps), in addcdiv's
-    order, reading the square roots where _replay_moments wrote v / bias2. A row at rest
-    ends with m = +0 and w as it was: each step makes m +0 (fma(0, c1, ±0 * b1)), and adds
-    (scale * +0) / (sqrt(+0) + eps) = -0 to w (scale < 0, as lr > 0), which changes no w."""
+    order, reading the square roots where _replay_moments wrote v / bias2. A still row's
+    steps leave its w and m as they are (_find_still)."""
     pos = 0
     zero = np.float32(0.0)
     dim = w.shape[1]
     for r in rows:
         line, wr, mr = slot[r], w[r], m[r]
-        if rest[r]:
-            mr[:] = zero
+        if still[r]:
             last[r] = target
             continue
         for t in range(last[r] + 1, target + 1):

@@ -98,10 +98,25 @@ def test_deferred_dense_steps_give_the_bits_of_one_torch_step_after_another(monk
     grown = torch.randn(20, 16, generator=gen)  # rows 200-219: no gradient yet, moments zero
     grown[3, :5] = -0.0
     deferred.grow(grown)
+    # momentum long decayed, in units of the smallest subnormal: 212 at fixed points of the
+    # decay (still, but at the last run's large lr its momentum, divided by the root, moves
+    # its tiny weight), 213
+    # still decaying, 214 as 212 but a -0.0 weight that its negative momentum turns +0, 215
+    # with a momentum that moves its weight at every lr
+    units = torch.tensor([[1, -1, 3, 2], [5, -6, 5, 6], [1, -1, 3, 4], [2**20, 1, -2, 3]], dtype=torch.float32)
+    deferred.exp_avg[212:216] = units.repeat(1, 4) * 2.0**-149
+    deferred.exp_avg_sq[212:216] = torch.rand(4, 16, generator=gen) * 1e-6
+    deferred.weight[214, 0], deferred.exp_avg[214, 0] = -0.0, -(2.0**-149)
+    deferred.weight[212, 3] = 2.0**-125 + 2.0**-147  # momentum x lr is half its ulp: a tie that keeps it
     reference = deferred.copy()
-    same = torch.equal if torch.backends.cpu.get_cpu_capability() != "DEFAULT" else torch.allclose
-    for run in range(3):
-        with AdamSteps(deferred, lr=0.01, dense=True) as steps:
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:  # bit for bit: -0.0 is not +0.0
+        if torch.backends.cpu.get_cpu_capability() == "DEFAULT":  # torch's kernels unfused
+            return torch.allclose(a, b)
+        return torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+    for run, lr in enumerate((0.01, 0.01, 0.5)):
+        with AdamSteps(deferred, lr=lr, dense=True) as steps:
             for k in range(25):
                 # rows 40 and up sit out every other step, some for the whole run; of the
                 # grown rows, some get a gradient in the second run, the rest never
@@ -110,7 +125,7 @@ def test_deferred_dense_steps_give_the_bits_of_one_torch_step_after_another(monk
                 assert same(steps.read(idx), reference.weight.index_select(0, idx)), (run, k)
                 steps.step(idx, grad)
                 reference.step += 1
-                tables._dense_adam_torch(reference, idx, grad, 0.01, (0.9, 0.999), 1e-8)
+                tables._dense_adam_torch(reference, idx, grad, lr, (0.9, 0.999), 1e-8)
         for name in ("weight", "exp_avg", "exp_avg_sq"):
             assert same(getattr(deferred, name), getattr(reference, name)), (run, name)
         assert deferred.step == reference.step == 7 + 25 * (run + 1)
