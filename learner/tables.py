@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -203,10 +204,22 @@ class AdamSteps:
         )
         bounds = _replay_chunks(self.last, self.still, rows, target, dim, len(self.buffer))
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            which = (rows[lo:hi], self.last, target, self.first, self.slot, grad, self.still)
-            n = _replay_moments(*which, v, f32(b2), f32(1 - b2), self.bias2, self.buffer)
+            steps = _Replay(rows[lo:hi], self.last, target, self.first, self.slot, grad, self.still)
+            n = _replay_moments(steps, v, f32(b2), f32(1 - b2), self.bias2, self.buffer)
             torch.from_numpy(self.buffer[:n]).sqrt_()  # torch's own sqrt: it differs from a correctly rounded one
-            _replay_apply(*which, w, m, f32(b1), f32(1 - b1), self.scale, f32(self.eps), self.buffer)
+            _replay_apply(steps, w, m, f32(b1), f32(1 - b1), self.scale, f32(self.eps), self.buffer)
+
+
+class _Replay(NamedTuple):
+    """What both replay passes read: which rows replay which steps, with which gradients."""
+
+    rows: np.ndarray  # the rows to bring up to date, distinct
+    last: np.ndarray  # the step each row of the table is current at
+    target: int  # the step to bring them to
+    first: int  # the step that scale[0] and bias2[0] follow
+    slot: np.ndarray  # a row's line in `grad`, or -1 when it has no gradient at step `target`
+    grad: np.ndarray  # the summed gradients of step `target`
+    still: np.ndarray  # rows whose replay only decays v (_find_still)
 
 
 # floats of v / bias2 replayed between two sqrt calls: 1 MB, within a core's L2 cache
@@ -295,13 +308,7 @@ def _replay_chunks(
 
 @numba.njit(cache=True, error_model="numpy")
 def _replay_moments(
-    rows: np.ndarray,
-    last: np.ndarray,
-    target: int,
-    first: int,
-    slot: np.ndarray,
-    grad: np.ndarray,
-    still: np.ndarray,
+    steps: _Replay,
     v: np.ndarray,
     b2: np.float32,
     c2: np.float32,
@@ -312,6 +319,7 @@ def _replay_moments(
     rounded as torch's kernels round them (c2 = 1 - b2 rounded from double, as torch casts
     its scalars; addcmul_ fuses its multiply-add). Returns the floats written; a still row
     (_find_still) writes none, as no square root of its is needed."""
+    rows, last, target, first, slot, grad, still = steps
     pos = 0
     zero = np.float32(0.0)
     dim = v.shape[1]
@@ -339,13 +347,7 @@ def _replay_moments(
 
 @numba.njit(cache=True, error_model="numpy")
 def _replay_apply(
-    rows: np.ndarray,
-    last: np.ndarray,
-    target: int,
-    first: int,
-    slot: np.ndarray,
-    grad: np.ndarray,
-    still: np.ndarray,
+    steps: _Replay,
     w: np.ndarray,
     m: np.ndarray,
     b1: np.float32,
@@ -357,6 +359,7 @@ def _replay_apply(
     """The first moments of the same steps and w += scale * m / (root + eps), in addcdiv's
     order, reading the square roots where _replay_moments wrote v / bias2. A still row's
     steps leave its w and m as they are (_find_still)."""
+    rows, last, target, first, slot, grad, still = steps
     pos = 0
     zero = np.float32(0.0)
     dim = w.shape[1]
