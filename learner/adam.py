@@ -6,6 +6,9 @@ embedding table far larger than the cache (Caser's user and item tables at the f
 shapes) those passes are the retrain's cost. Here a step is two compiled passes per chunk
 that fits in the cache, around torch's own `sqrt` (which differs from a correctly rounded
 one, so it is not reimplemented), with the operations and the rounding of the torch ops.
+A table looked up with a sparse gradient (`sequences.lookup`) skips autograd's allocation
+of a dense one at every step: its rows are summed into a kept buffer of zeros by the same
+`index_put_` that autograd's backward of `table[ids]` runs, so the bits do not change.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ _CHUNK = 1 << 15
 class Adam(torch.optim.Adam):
     """torch.optim.Adam (L2 weight decay; no amsgrad, maximize or decoupled decay): its
     state and state_dict are torch's, so the two load each other's checkpoints. A CPU
-    float32 parameter takes the fused step; anything else takes torch's own."""
+    float32 parameter takes the fused step, and may have a sparse gradient; anything else
+    takes torch's own."""
 
     def __init__(
         self,
@@ -37,6 +41,7 @@ class Adam(torch.optim.Adam):
     ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self._buffer = np.empty(_CHUNK, np.float32)
+        self._zeros: dict[torch.Tensor, torch.Tensor] = {}  # per sparse-gradient table, zero between steps
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -64,7 +69,8 @@ class Adam(torch.optim.Adam):
         # torch's scalars, computed in double as it computes them, then cast by its kernels
         bias2_sqrt = (1 - b2**step) ** 0.5
         neg_step = -(lr / (1 - b1**step))
-        w, g = p.detach().view(-1).numpy(), p.grad.contiguous().view(-1).numpy()
+        grad = self._dense(p, p.grad)
+        w, g = p.detach().view(-1).numpy(), grad.view(-1).numpy()
         m, v = state["exp_avg"].view(-1).numpy(), state["exp_avg_sq"].view(-1).numpy()
         root = self._buffer
         for lo in range(0, len(w), _CHUNK):
@@ -73,10 +79,22 @@ class Adam(torch.optim.Adam):
             _moments(w[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], f32(wd), f32(1 - b1), f32(b2), f32(1 - b2), root[:n])
             torch.from_numpy(root[:n]).sqrt_()
             _apply(w[lo:hi], m[lo:hi], root[:n], f32(bias2_sqrt), f32(eps), f32(neg_step))
+        if p.grad.is_sparse:
+            grad.index_fill_(0, p.grad._indices()[0], 0.0)
+
+    def _dense(self, p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The dense gradient autograd builds for `p[ids]`: zeros.index_put_(ids, rows,
+        accumulate=True), each row's repeats summed in order, into the kept zeros."""
+        if not grad.is_sparse:
+            return grad.contiguous()
+        zeros = self._zeros.get(p)
+        if zeros is None or zeros.shape != p.shape:  # first step, or the table grew
+            zeros = self._zeros[p] = torch.zeros_like(p)
+        return zeros.index_put_((grad._indices()[0],), grad._values(), accumulate=True)
 
 
 def _fused(p: torch.Tensor) -> bool:
-    return p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous() and not p.grad.is_sparse
+    return p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
 
 
 @numba.njit(cache=True, error_model="numpy")

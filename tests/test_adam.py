@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from learner import adam
+from learner.sequences import PAD, embed, grow_parameter, lookup
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -76,3 +77,32 @@ def test_a_parameter_it_cannot_fuse_takes_torchs_step():
         opt.step()
         opt_ref.step()
     assert torch.equal(double, reference)
+
+
+def test_a_sparse_gradient_table_gets_the_bits_of_torch_adam_on_the_dense_lookup():
+    """learner.adam.Adam with sequences.lookup's sparse gradient, against torch.optim.Adam
+    with `table[ids]` (as Caser looks its tables up without it): ids repeat within a batch,
+    come as a window with PAD slots, and the table grows."""
+    gen = torch.Generator().manual_seed(8)
+    ours = torch.nn.Parameter(torch.randn(40, 8, generator=gen))
+    theirs = torch.nn.Parameter(ours.detach().clone())
+    mix = torch.randn(8, generator=gen)
+    opt_ours = adam.Adam([ours], lr=0.01, weight_decay=1e-6)
+    opt_theirs = torch.optim.Adam([theirs], lr=0.01, weight_decay=1e-6)
+    for step in range(30):
+        if step == 15:
+            rows = torch.randn(5, 8, generator=gen)
+            grow_parameter(ours, rows, opt_ours)
+            grow_parameter(theirs, rows, opt_theirs)
+        ids = torch.randint(0, len(ours), (6, 4), generator=gen)  # repeats within the batch
+        ids[0, :2] = PAD
+        for table, sparse in ((ours, True), (theirs, False)):
+            rows = embed(table, ids, sparse) if step % 2 else lookup(table, ids[:, 0].clamp_min(0), sparse)
+            torch.tanh(rows @ mix).square().sum().backward()
+        assert ours.grad.is_sparse and not theirs.grad.is_sparse
+        opt_ours.step()
+        opt_theirs.step()
+        opt_ours.zero_grad(set_to_none=True)
+        opt_theirs.zero_grad(set_to_none=True)
+        assert _same(ours, theirs), step
+        assert _same(opt_ours.state[ours]["exp_avg_sq"], opt_theirs.state[theirs]["exp_avg_sq"]), step

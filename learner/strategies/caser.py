@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional
 
 from learner.adam import Adam
-from learner.sequences import PAD, embed
+from learner.sequences import PAD, embed, lookup
 from learner.strategies.base import register
 from learner.strategies.sequential import SequenceConfig, SequenceNet, SequenceStrategy
 from learner.train_spec import TrainSpec
@@ -49,9 +49,14 @@ class CaserConfig(SequenceConfig):
 
 
 class CaserNet(SequenceNet):
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, widen: torch.Tensor, cfg: CaserConfig) -> None:
+    def __init__(
+        self, users: torch.Tensor, items: torch.Tensor, widen: torch.Tensor, cfg: CaserConfig, sparse: bool
+    ) -> None:
         super().__init__()
         dim, window = items.shape[1], cfg.window
+        # sparse gradients for the user and input item tables, where learner.adam.Adam steps
+        # them (the CPU): the same result without a dense gradient allocated at every step
+        self.sparse = sparse
         self.users = torch.nn.Parameter(users)
         self.item_in = torch.nn.Parameter(items)
         self.horizontal = torch.nn.ModuleList(
@@ -67,11 +72,11 @@ class CaserNet(SequenceNet):
         return [self.users]
 
     def encode(self, users: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
-        image = embed(self.item_in, windows).unsqueeze(1)  # (B, 1, L, d); PAD slots are zero rows
+        image = embed(self.item_in, windows, self.sparse).unsqueeze(1)  # (B, 1, L, d); PAD slots are zero rows
         vertical = self.vertical(image).flatten(1)
         horizontal = [functional.relu(conv(image)).squeeze(3).amax(2) for conv in self.horizontal]
         z = functional.relu(self.fc(self.dropout(torch.cat([vertical, *horizontal], 1))))
-        return torch.cat([z, self.users[users]], 1)
+        return torch.cat([z, lookup(self.users, users, self.sparse)], 1)
 
 
 @register
@@ -92,7 +97,7 @@ class Caser(SequenceStrategy):
         return 2 * dim
 
     def build(self, users: torch.Tensor, items: torch.Tensor, widen: torch.Tensor) -> CaserNet:
-        return CaserNet(users, items, widen, self.cfg)
+        return CaserNet(users, items, widen, self.cfg, sparse=self.shared.device.type == "cpu")
 
     def optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         # torch's Adam to the bit, in a fraction of its passes over the embedding tables
