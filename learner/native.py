@@ -1,4 +1,5 @@
-"""Helpers for the numba-compiled loops (learner/mf_native.py, learner/history.py, learner/tables.py)."""
+"""Helpers for the numba-compiled loops (learner/mf_native.py, learner/history.py, learner/tables.py,
+learner/adam.py)."""
 
 from __future__ import annotations
 
