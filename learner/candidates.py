@@ -7,28 +7,19 @@ history up to and including it. Drawn once per period and shared by every strate
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
-from learner.history import History, key_items, pair_keys, user_ranges
+from learner.history import History, PeriodPairs, key_items, pair_keys
 
 
 @dataclass
 class Candidates:
-    negatives: np.ndarray  # (rows, n_negatives) item codes, -1 where fewer were eligible
+    negatives: np.ndarray  # (rows, n_negatives) int32 item codes, -1 where fewer were eligible
     counts: np.ndarray  # (rows,) valid negatives per row
-
-
-class _PeriodPairs:
-    """The period's own (user, item) pairs with the position where each first occurs."""
-
-    def __init__(self, history: History, users: np.ndarray, items: np.ndarray) -> None:
-        keys, first = np.unique(pair_keys(users, items), return_index=True)
-        fresh = ~history.contains_keys(keys)  # pairs already in history are covered there
-        self.keys, self.first = keys[fresh], first[fresh]
 
 
 # Rows sampled together. Fixed, not a setting: the random numbers a row gets depend on its
@@ -36,32 +27,31 @@ class _PeriodPairs:
 CHUNK_ROWS = 512
 
 
-@dataclass
-class HistoryChunk:
-    """Rows lo..hi of a period with what the protocol allows as candidates for each."""
+class _Known(NamedTuple):
+    """Where each row's history up to and including it lies: its user's pairs among the
+    closed periods' keys, and among the period's own keys those first seen at or before it."""
 
-    lo: int
-    hi: int
-    seen: np.ndarray  # seen[r, i]: item i is in the history of row lo + r up to and including it
-    pool: np.ndarray  # items 0..pool[r]-1 are the ones seen up to and including row lo + r
-    eligible: np.ndarray  # pool minus the user's history, per row
+    history: np.ndarray  # the closed periods' sorted pair keys
+    h_lo: np.ndarray  # row r's user: history[h_lo[r]:h_hi[r]]
+    h_hi: np.ndarray
+    period: np.ndarray  # the period's sorted pair keys
+    first: np.ndarray  # the row where each of them first occurs
+    p_lo: np.ndarray  # row r's user: period[p_lo[r]:p_hi[r]], those with first <= r
+    p_hi: np.ndarray
 
 
-def history_chunks(
-    history: History, users: np.ndarray, items: np.ndarray, n_items_before: int, chunk_rows: int = CHUNK_ROWS
-) -> Iterator[HistoryChunk]:
-    """The period's rows in chunks, each with its history bitmap (valid until the next chunk)."""
-    n = len(users)
-    if n == 0:
-        return
-    pool = np.maximum.accumulate(np.maximum(items.astype(np.int64) + 1, n_items_before))
-    period = _PeriodPairs(history, users, items)
-    seen = np.zeros((min(chunk_rows, n), int(pool[-1])), dtype=bool)  # reused, cleared after use
-    for lo in range(0, n, chunk_rows):
-        hi = min(n, lo + chunk_rows)
-        rows, cols = _mark_history(seen, history, period, users[lo:hi], np.arange(lo, hi))
-        yield HistoryChunk(lo, hi, seen, pool[lo:hi], pool[lo:hi] - np.bincount(rows, minlength=hi - lo))
-        seen[rows, cols] = False
+def _known(history: History, users: np.ndarray, items: np.ndarray) -> _Known:
+    period = PeriodPairs(history, users, items)
+    lo, hi = pair_keys(users, np.zeros_like(users)), pair_keys(users + 1, np.zeros_like(users))
+    return _Known(
+        history.keys,
+        np.searchsorted(history.keys, lo),
+        np.searchsorted(history.keys, hi),
+        period.keys,
+        period.first,
+        np.searchsorted(period.keys, lo),
+        np.searchsorted(period.keys, hi),
+    )
 
 
 def sample_eval_candidates(
@@ -73,69 +63,57 @@ def sample_eval_candidates(
     rng: np.random.Generator,
 ) -> Candidates:
     """`history` holds the periods before this one; users/items are this period's codes."""
-    out = np.full((len(users), n_negatives), -1, dtype=np.int64)
-    counts = np.zeros(len(users), dtype=np.int64)
-    for c in history_chunks(history, users, items, n_items_before):
-        _fill_chunk(out[c.lo : c.hi], counts[c.lo : c.hi], c.seen, c.pool, c.eligible, n_negatives, rng)
+    n = len(users)
+    out = np.empty((n, n_negatives), dtype=np.int32)  # every row is written below
+    counts = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return Candidates(out, counts)
+    pool = np.maximum.accumulate(np.maximum(items.astype(np.int64) + 1, n_items_before))
+    known = _known(history, users.astype(np.int64), items)
+    eligible = pool - _known_counts(known)
+    bits = np.zeros((int(pool[-1]) + 7) // 8, dtype=np.uint8)  # one row's history, cleared after use
+    for lo in range(0, n, CHUNK_ROWS):
+        rows = np.arange(lo, min(n, lo + CHUNK_ROWS))
+        _fill_chunk(out, counts, known, bits, rows, pool, eligible, n_negatives, rng)
     return Candidates(out, counts)
-
-
-def _mark_history(
-    seen: np.ndarray, history: History, period: _PeriodPairs, users: np.ndarray, positions: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Set seen[r, item] for the history of users[r] up to and including positions[r]."""
-    rows_h, pos_h = user_ranges(history.keys, users)
-    rows_p, pos_p = user_ranges(period.keys, users)
-    keep = period.first[pos_p] <= positions[rows_p]
-    rows = np.concatenate([rows_h, rows_p[keep]])
-    cols = np.concatenate([key_items(history.keys[pos_h]), key_items(period.keys[pos_p[keep]])])
-    seen[rows, cols] = True
-    return rows, cols
 
 
 def _fill_chunk(
     out: np.ndarray,
     counts: np.ndarray,
-    seen: np.ndarray,
+    known: _Known,
+    bits: np.ndarray,
+    rows: np.ndarray,
     pool: np.ndarray,
     eligible: np.ndarray,
     n_neg: int,
     rng: np.random.Generator,
 ) -> None:
     # Small pools (early periods): enumerate the eligible items exactly.
-    small = np.flatnonzero(eligible <= 2 * n_neg)
+    small = rows[eligible[rows] <= 2 * n_neg]
     for r in small:
-        free = np.flatnonzero(~seen[r, : pool[r]])
+        free = np.ones(pool[r], dtype=bool)
+        free[_known_items(known, r)] = False
+        free = np.flatnonzero(free)
         if len(free) > n_neg:
             free = rng.choice(free, n_neg, replace=False)
         out[r, : len(free)] = free
+        out[r, len(free) :] = -1
         counts[r] = len(free)
     # Large pools: draw with replacement, drop history hits and repeats (sorting each row
     # makes repeats adjacent), then keep a uniformly random n_neg of the distinct valid
     # values: a uniform sample without replacement from the eligible items.
-    pending = np.flatnonzero(eligible > 2 * n_neg)
+    pending = rows[eligible[rows] > 2 * n_neg]
     if len(pending) == 0:
         return
     frac = np.min((1.1 * n_neg) / eligible[pending])
     draws = int(np.ceil(-np.max(pool[pending]) * np.log1p(-frac))) + 16
-    _large_pools(out, counts, seen, pool, pending, n_neg, draws, rng)
-
-
-def _large_pools(
-    out: np.ndarray,
-    counts: np.ndarray,
-    seen: np.ndarray,
-    pool: np.ndarray,
-    pending: np.ndarray,
-    n_neg: int,
-    draws: int,
-    rng: np.random.Generator,
-) -> None:
-    """Rounds of `draws` candidates per pending row (doubling) until each has n_neg valid."""
     while len(pending):
-        cand = np.sort((rng.random((len(pending), draws)) * pool[pending, None]).astype(np.int32), axis=1)
-        valid, done = _valid_candidates(seen, pending, cand, n_neg)
-        keys = rng.random((int(done.sum()), draws))
+        uniform = rng.random((len(pending), draws))
+        cand = _scaled(uniform, pool[pending])
+        cand.sort(axis=1)
+        valid, done = _valid_candidates(known, bits, pending, cand, n_neg)
+        keys = rng.random(out=uniform[: int(done.sum())])  # its draws are spent: reuse the buffer
         _bar_invalid(keys, valid, done)
         # NumPy's argpartition, not a compiled twin: which of the kept values lands in which
         # column is its choice, and the candidates must stay exactly as they were
@@ -145,24 +123,66 @@ def _large_pools(
         draws *= 2
 
 
+def _known_items(known: _Known, row: int) -> np.ndarray:
+    """The items in the history of `row`'s user up to and including it."""
+    lo, hi = known.p_lo[row], known.p_hi[row]
+    own = known.period[lo:hi][known.first[lo:hi] <= row]
+    return key_items(np.concatenate([known.history[known.h_lo[row] : known.h_hi[row]], own]))
+
+
+@numba.njit(cache=True)
+def _known_counts(known: _Known) -> np.ndarray:
+    history, h_lo, h_hi, period, first, p_lo, p_hi = known
+    counts = h_hi - h_lo
+    for r in range(len(counts)):
+        for j in range(p_lo[r], p_hi[r]):
+            counts[r] += first[j] <= r
+    return counts
+
+
+@numba.njit(cache=True)
+def _scaled(uniform: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Item codes from uniform draws, as NumPy's (uniform * pool).astype(int32) rounds them."""
+    out = np.empty(uniform.shape, np.int32)
+    for r in range(uniform.shape[0]):
+        size = np.float64(pool[r])
+        for k in range(uniform.shape[1]):
+            out[r, k] = np.int32(uniform[r, k] * size)
+    return out
+
+
 @numba.njit(cache=True)
 def _valid_candidates(
-    seen: np.ndarray, pending: np.ndarray, cand: np.ndarray, n_neg: int
+    known: _Known, bits: np.ndarray, pending: np.ndarray, cand: np.ndarray, n_neg: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """valid: not in the row's history and not a repeat (rows are sorted); done: rows with
-    at least n_neg valid candidates."""
+    at least n_neg valid candidates. A row's history is marked in `bits`, one bit an item:
+    small enough to stay in cache while its sorted candidates are looked up."""
+    history, h_lo, h_hi, period, first, p_lo, p_hi = known
+    mask = np.int64(0xFFFFFFFF)
     valid = np.empty(cand.shape, np.bool_)
     done = np.empty(len(pending), np.bool_)
     for r in range(len(pending)):
-        history = seen[pending[r]]
+        row = pending[r]
+        for j in range(h_lo[row], h_hi[row]):
+            item = history[j] & mask
+            bits[item >> 3] |= np.uint8(1 << (item & 7))
+        for j in range(p_lo[row], p_hi[row]):
+            if first[j] <= row:
+                item = period[j] & mask
+                bits[item >> 3] |= np.uint8(1 << (item & 7))
         n_valid, prev = 0, -1
         for k in range(cand.shape[1]):
             c = cand[r, k]
-            ok = (c != prev) & ~history[c]  # no short-circuit: a branch here mispredicts often
+            ok = (c != prev) & ((bits[c >> 3] >> (c & 7)) & 1 == 0)  # no short-circuit: it mispredicts
             valid[r, k] = ok
             n_valid += ok
             prev = c
         done[r] = n_valid >= n_neg
+        for j in range(h_lo[row], h_hi[row]):
+            bits[(history[j] & mask) >> 3] = 0
+        for j in range(p_lo[row], p_hi[row]):
+            bits[(period[j] & mask) >> 3] = 0
     return valid, done
 
 

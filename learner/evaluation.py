@@ -10,13 +10,13 @@ Recall@K = [rank < K]; NDCG@K = [rank < K] / log2(rank + 2) (one positive, IDCG 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from learner.candidates import history_chunks
-from learner.history import History
+from learner.history import History, PeriodPairs, key_items, user_ranges
 
 SEGMENTS = ("OU-OI", "OU-NI", "NU-OI", "NU-NI")
 
@@ -90,6 +90,50 @@ def full_ranks(
             valid &= torch.arange(n_pool, device=device) < torch.as_tensor(c.pool, device=device).unsqueeze(1)
             ranks[c.lo : c.hi] = _tie_aware_ranks(s_pos, scores, valid)
     return ranks
+
+
+# Rows of the full ranking scored together: bounds the (rows x items) score block.
+FULL_RANK_ROWS = 512
+
+
+@dataclass
+class HistoryChunk:
+    """Rows lo..hi of a period with what the protocol allows as candidates for each."""
+
+    lo: int
+    hi: int
+    seen: np.ndarray  # seen[r, i]: item i is in the history of row lo + r up to and including it
+    pool: np.ndarray  # items 0..pool[r]-1 are the ones seen up to and including row lo + r
+
+
+def history_chunks(
+    history: History, users: np.ndarray, items: np.ndarray, n_items_before: int, chunk_rows: int = FULL_RANK_ROWS
+) -> Iterator[HistoryChunk]:
+    """The period's rows in chunks, each with its history bitmap (valid until the next chunk)."""
+    n = len(users)
+    if n == 0:
+        return
+    pool = np.maximum.accumulate(np.maximum(items.astype(np.int64) + 1, n_items_before))
+    period = PeriodPairs(history, users, items)
+    seen = np.zeros((min(chunk_rows, n), int(pool[-1])), dtype=bool)  # reused, cleared after use
+    for lo in range(0, n, chunk_rows):
+        hi = min(n, lo + chunk_rows)
+        rows, cols = _mark_history(seen, history, period, users[lo:hi], np.arange(lo, hi))
+        yield HistoryChunk(lo, hi, seen, pool[lo:hi])
+        seen[rows, cols] = False
+
+
+def _mark_history(
+    seen: np.ndarray, history: History, period: PeriodPairs, users: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Set seen[r, item] for the history of users[r] up to and including positions[r]."""
+    rows_h, pos_h = user_ranges(history.keys, users)
+    rows_p, pos_p = user_ranges(period.keys, users)
+    keep = period.first[pos_p] <= positions[rows_p]
+    rows = np.concatenate([rows_h, rows_p[keep]])
+    cols = np.concatenate([key_items(history.keys[pos_h]), key_items(period.keys[pos_p[keep]])])
+    seen[rows, cols] = True
+    return rows, cols
 
 
 def metrics_from_ranks(

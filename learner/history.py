@@ -31,6 +31,16 @@ def key_items(keys: np.ndarray) -> np.ndarray:
     return keys & _ITEM_MASK
 
 
+class PeriodPairs:
+    """A period's own (user, item) pairs not already in `history`, sorted, with the row
+    where each first occurs: what becomes a row's history during the period."""
+
+    def __init__(self, history: History, users: np.ndarray, items: np.ndarray) -> None:
+        keys, first = np.unique(pair_keys(users, items), return_index=True)
+        fresh = ~history.contains_keys(keys)  # pairs already in history are covered there
+        self.keys, self.first = keys[fresh], first[fresh]
+
+
 class History:
     """Interactions of all closed periods, in order, and a sorted set of (user, item) pairs.
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -135,27 +136,57 @@ def test_history_membership_equals_a_set_lookup(seed, n_periods):
     assert np.array_equal(history.contains(users.reshape(50, 60), items.reshape(50, 60)), expected)
 
 
-def _numpy_large_pools(out, counts, seen, pool, pending, n_neg, draws, rng):
-    """The NumPy rounds the compiled ones replaced, kept as the oracle of their output."""
-    while len(pending):
-        cand = np.sort((rng.random((len(pending), draws)) * pool[pending, None]).astype(np.int32), axis=1)
-        valid = ~seen[pending[:, None], cand]
-        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
-        done = valid.sum(axis=1) >= n_neg
-        keys = rng.random((int(done.sum()), draws))
-        keys[~valid[done]] = 2.0
-        pick = np.argpartition(keys, n_neg - 1, axis=1)[:, :n_neg]
-        out[pending[done]] = np.take_along_axis(cand[done], pick, axis=1)
-        counts[pending[done]] = n_neg
-        pending = pending[~done]
-        draws *= 2
+def _numpy_candidates(history, users, items, n_items_before, n_neg, rng, chunk_rows=512):
+    """The NumPy implementation the compiled one replaced, kept whole as the oracle of its
+    output: a dense history bitmap per chunk of rows, then the same draws in the same order."""
+    n = len(users)
+    out, counts = np.full((n, n_neg), -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    pool = np.maximum.accumulate(np.maximum(items + 1, n_items_before))
+    before = {}
+    for u, i in zip(history.users.tolist(), history.items.tolist()):
+        before.setdefault(u, []).append(i)
+    for lo in range(0, n, chunk_rows):
+        hi = min(n, lo + chunk_rows)
+        seen = np.zeros((hi - lo, int(pool[-1])), dtype=bool)
+        for r in range(lo, hi):
+            seen[r - lo, before.get(users[r], [])] = True
+            seen[r - lo, items[: r + 1][users[: r + 1] == users[r]]] = True
+        eligible = pool[lo:hi] - seen.sum(axis=1)
+        for r in np.flatnonzero(eligible <= 2 * n_neg):
+            free = np.flatnonzero(~seen[r, : pool[lo + r]])
+            if len(free) > n_neg:
+                free = rng.choice(free, n_neg, replace=False)
+            out[lo + r, : len(free)], counts[lo + r] = free, len(free)
+        pending = np.flatnonzero(eligible > 2 * n_neg)
+        if len(pending) == 0:
+            continue
+        frac = np.min((1.1 * n_neg) / eligible[pending])
+        draws = int(np.ceil(-np.max(pool[lo + pending]) * np.log1p(-frac))) + 16
+        while len(pending):
+            cand = np.sort((rng.random((len(pending), draws)) * pool[lo + pending, None]).astype(np.int32), axis=1)
+            valid = ~seen[pending[:, None], cand]
+            valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+            done = valid.sum(axis=1) >= n_neg
+            keys = rng.random((int(done.sum()), draws))
+            keys[~valid[done]] = 2.0
+            pick = np.argpartition(keys, n_neg - 1, axis=1)[:, :n_neg]
+            out[lo + pending[done]] = np.take_along_axis(cand[done], pick, axis=1)
+            counts[lo + pending[done]] = n_neg
+            pending = pending[~done]
+            draws *= 2
+    return out, counts
 
 
-def test_eval_candidates_are_the_numpy_implementations_bit_for_bit(monkeypatch):
-    from learner import candidates
-
-    history, users, items = _stream(1, 50_000, 1_300, 200, 5_000)  # large pools, across chunks
-    compiled = sample_eval_candidates(history, users, items, 5_000, 999, np.random.default_rng(3))
-    monkeypatch.setattr(candidates, "_large_pools", _numpy_large_pools)
-    numpy = sample_eval_candidates(history, users, items, 5_000, 999, np.random.default_rng(3))
-    assert np.array_equal(compiled.negatives, numpy.negatives) and np.array_equal(compiled.counts, numpy.counts)
+@pytest.mark.parametrize(
+    "seed, n_prev, n_now, n_users, n_items, n_before",
+    [
+        (1, 50_000, 1_300, 200, 5_000, 5_000),  # large pools, across chunks, some second rounds
+        (2, 3_000, 1_100, 30, 2_050, 2_050),  # pools near 2 x 999: both paths in one chunk
+        (3, 0, 700, 40, 2_600, 0),  # a first period: pools grow row by row from nothing
+    ],
+)
+def test_eval_candidates_are_the_numpy_implementations_bit_for_bit(seed, n_prev, n_now, n_users, n_items, n_before):
+    history, users, items = _stream(seed, n_prev, n_now, n_users, n_items)
+    compiled = sample_eval_candidates(history, users, items, n_before, 999, np.random.default_rng(seed))
+    negatives, counts = _numpy_candidates(history, users, items, n_before, 999, np.random.default_rng(seed))
+    assert np.array_equal(compiled.negatives, negatives) and np.array_equal(compiled.counts, counts)
