@@ -2,12 +2,14 @@
 
 Caser trains with Adam on every parameter, its embedding tables included, so each step of
 a retrain moves every row of the user table (P_u), the input item table, the 2d-wide output
-table and the item bias. The benchmark steps twin sets of parameters of those shapes (plus
-Caser's small layers), with gradients like a batch's (256 users' rows, their windows' and
-targets' item rows, zeros elsewhere, as autograd hands them over), one optimiser after the
-other, interleaved, and reports medians; the parameters are compared bit for bit at the
-end. Default shape: the full Adressa shape at period 62 (478,612 users, 20,711 items); the
-Yelp shape at period 39 is `--users 59082 --items 122720`.
+table and the item bias. The benchmark steps twin copies of a CaserNet's parameters (its
+paper defaults, random tables) with dense gradients like a batch's (256 users' rows, their
+windows' and targets' item rows, zeros elsewhere), one optimiser after the other,
+interleaved, and reports medians; the parameters are compared bit for bit at the end. (On
+the CPU, Caser hands the user and input item tables over as sparse gradients, which the
+same optimiser sums into kept zeros: this dense form is the step both share.) Default
+shape: the full Adressa shape at period 62 (478,612 users, 20,711 items); the Yelp shape
+at period 39 is `--users 59082 --items 122720`.
 
 examples:
   python benchmarks/bench_adam.py
@@ -23,24 +25,30 @@ import time
 import torch
 
 from learner.adam import Adam
+from learner.strategies.caser import CaserConfig, CaserNet
 
 
-def caser_shaped(users: int, items: int, dim: int, gen: torch.Generator) -> list[torch.nn.Parameter]:
-    """Caser's parameters at d = dim, L = 5, n_h = 16, n_v = 4 (learner/strategies/caser.py)."""
-    shapes = [(users, dim), (items, dim), (items, 2 * dim), (items,), (4, 1, 5, 1), (4,), (dim, 4 * dim + 16 * 5)]
-    shapes += [(16, 1, h, dim) for h in range(1, 6)] + [(16,)] * 5 + [(dim,)]
-    return [torch.nn.Parameter(torch.randn(shape, generator=gen) * 0.1) for shape in shapes]
+def caser_params(users: int, items: int, dim: int, gen: torch.Generator) -> list[tuple[str, torch.nn.Parameter]]:
+    """A CaserNet's named parameters at its paper defaults, from random tables."""
+    net = CaserNet(
+        torch.randn(users, dim, generator=gen) * 0.1,
+        torch.randn(items, dim, generator=gen) * 0.1,
+        torch.randn(dim, 2 * dim, generator=gen) * 0.1,
+        CaserConfig(),
+        sparse=False,
+    )
+    return list(net.named_parameters())
 
 
-def batch_grads(params: list[torch.nn.Parameter], batch: int, gen: torch.Generator) -> list[torch.Tensor]:
+def batch_grads(params: list[tuple[str, torch.nn.Parameter]], batch: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Dense gradients with a batch's rows set in the tables (users; 5 window items and 3
     targets x 4 rows per event in the item tables) and every entry of the small layers."""
-    rows = {0: batch, 1: 5 * batch, 2: 12 * batch, 3: 12 * batch}
+    rows = {"users": batch, "item_in": 5 * batch, "out": 12 * batch, "bias": 12 * batch}
     grads = []
-    for k, p in enumerate(params):
-        if k in rows:
+    for name, p in params:
+        if name in rows:
             g = torch.zeros_like(p)
-            g[torch.randint(0, p.shape[0], (rows[k],), generator=gen)] = 0.01
+            g[torch.randint(0, p.shape[0], (rows[name],), generator=gen)] = 0.01
         else:
             g = torch.randn(p.shape, generator=gen) * 0.01
         grads.append(g)
@@ -58,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    ours = caser_shaped(args.users, args.items, 64, gen)
+    named = caser_params(args.users, args.items, 64, gen)
+    ours = [p for _, p in named]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     optimisers = {
         "torch.optim.Adam": (torch.optim.Adam(theirs, lr=1e-3, weight_decay=1e-6), theirs),
@@ -66,7 +75,7 @@ def main() -> None:
     }
     seconds: dict[str, list[float]] = {name: [] for name in optimisers}
     for k in range(args.rounds + 1):
-        grads = [batch_grads(ours, args.batch, gen) for _ in range(args.steps)]
+        grads = [batch_grads(named, args.batch, gen) for _ in range(args.steps)]
         for name, (opt, params) in optimisers.items():
             start = time.perf_counter()
             for step in grads:
