@@ -20,6 +20,9 @@ from learner.history import History, PeriodPairs, key_items, user_ranges
 
 SEGMENTS = ("OU-OI", "OU-NI", "NU-OI", "NU-NI")
 
+# Rows of the full ranking scored together: bounds the (rows x items) score block.
+FULL_RANK_ROWS = 512
+
 
 @dataclass
 class PeriodMetrics:
@@ -80,7 +83,7 @@ def full_ranks(
     device = user_emb.device
     ranks = np.empty(len(users), dtype=np.float64)
     with torch.no_grad():
-        for c in history_chunks(history, users, items, n_items_before):
+        for c in _history_chunks(history, users, items, n_items_before):
             n_pool = int(c.pool.max())
             u = torch.as_tensor(users[c.lo : c.hi], device=device)
             pos = torch.as_tensor(items[c.lo : c.hi], device=device)
@@ -92,12 +95,8 @@ def full_ranks(
     return ranks
 
 
-# Rows of the full ranking scored together: bounds the (rows x items) score block.
-FULL_RANK_ROWS = 512
-
-
 @dataclass
-class HistoryChunk:
+class _HistoryChunk:
     """Rows lo..hi of a period with what the protocol allows as candidates for each."""
 
     lo: int
@@ -106,9 +105,9 @@ class HistoryChunk:
     pool: np.ndarray  # items 0..pool[r]-1 are the ones seen up to and including row lo + r
 
 
-def history_chunks(
+def _history_chunks(
     history: History, users: np.ndarray, items: np.ndarray, n_items_before: int, chunk_rows: int = FULL_RANK_ROWS
-) -> Iterator[HistoryChunk]:
+) -> Iterator[_HistoryChunk]:
     """The period's rows in chunks, each with its history bitmap (valid until the next chunk)."""
     n = len(users)
     if n == 0:
@@ -119,7 +118,7 @@ def history_chunks(
     for lo in range(0, n, chunk_rows):
         hi = min(n, lo + chunk_rows)
         rows, cols = _mark_history(seen, history, period, users[lo:hi], np.arange(lo, hi))
-        yield HistoryChunk(lo, hi, seen, pool[lo:hi])
+        yield _HistoryChunk(lo, hi, seen, pool[lo:hi])
         seen[rows, cols] = False
 
 
