@@ -63,6 +63,12 @@ def sample_eval_candidates(
     rng: np.random.Generator,
 ) -> Candidates:
     """`history` holds the periods before this one; users/items are this period's codes."""
+    if len(history) and int(history.items.max()) >= n_items_before:
+        # the compiled passes index a buffer sized from it: refuse rather than write past it
+        raise ValueError(
+            f"the history holds item code {int(history.items.max())}, but n_items_before is {n_items_before}: "
+            "it must count every item of the periods before this one"
+        )
     n = len(users)
     out = np.empty((n, n_negatives), dtype=np.int32)  # every row is written below
     counts = np.zeros(n, dtype=np.int64)

@@ -72,6 +72,12 @@ def test_eval_candidates_are_uniform_over_eligible_items():
     assert chi2 < 2968 + 5 * 77
 
 
+def test_eval_candidates_refuse_a_history_beyond_the_known_items():
+    history, users, items = _stream(4, 500, 50, 20, 300)
+    with pytest.raises(ValueError, match="n_items_before is 200"):
+        sample_eval_candidates(history, users, items, 200, 999, np.random.default_rng(0))
+
+
 def test_eval_candidates_are_deterministic_per_seed():
     history, users, items = _stream(3, 2_000, 100, 50, 3_000)
     a = sample_eval_candidates(history, users, items, 3_000, 999, np.random.default_rng(9))
