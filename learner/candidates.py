@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from learner.history import History, PeriodPairs, key_items, pair_keys
+from learner.history import ITEM_MASK, History, PeriodPairs, pair_keys
 
 
 @dataclass
@@ -98,9 +98,9 @@ def _fill_chunk(
     # Small pools (early periods): enumerate the eligible items exactly.
     small = rows[eligible[rows] <= 2 * n_neg]
     for r in small:
-        free = np.ones(pool[r], dtype=bool)
-        free[_known_items(known, r)] = False
-        free = np.flatnonzero(free)
+        _mark_row(known, bits, r)
+        free = np.flatnonzero(np.unpackbits(bits, count=pool[r], bitorder="little") == 0)
+        _clear_row(known, bits, r)
         if len(free) > n_neg:
             free = rng.choice(free, n_neg, replace=False)
         out[r, : len(free)] = free
@@ -129,11 +129,27 @@ def _fill_chunk(
         draws *= 2
 
 
-def _known_items(known: _Known, row: int) -> np.ndarray:
-    """The items in the history of `row`'s user up to and including it."""
-    lo, hi = known.p_lo[row], known.p_hi[row]
-    own = known.period[lo:hi][known.first[lo:hi] <= row]
-    return key_items(np.concatenate([known.history[known.h_lo[row] : known.h_hi[row]], own]))
+@numba.njit(cache=True)
+def _mark_row(known: _Known, bits: np.ndarray, row: int) -> None:
+    """Set the bit of every item in the history of `row`'s user up to and including it."""
+    history, h_lo, h_hi, period, first, p_lo, p_hi = known
+    for j in range(h_lo[row], h_hi[row]):
+        item = history[j] & ITEM_MASK
+        bits[item >> 3] |= np.uint8(1 << (item & 7))
+    for j in range(p_lo[row], p_hi[row]):
+        if first[j] <= row:
+            item = period[j] & ITEM_MASK
+            bits[item >> 3] |= np.uint8(1 << (item & 7))
+
+
+@numba.njit(cache=True)
+def _clear_row(known: _Known, bits: np.ndarray, row: int) -> None:
+    """Undo _mark_row: zero the bytes it may have touched, so the next row starts clean."""
+    history, h_lo, h_hi, period, first, p_lo, p_hi = known
+    for j in range(h_lo[row], h_hi[row]):
+        bits[(history[j] & ITEM_MASK) >> 3] = 0
+    for j in range(p_lo[row], p_hi[row]):
+        bits[(period[j] & ITEM_MASK) >> 3] = 0
 
 
 @numba.njit(cache=True)
@@ -164,19 +180,11 @@ def _valid_candidates(
     """valid: not in the row's history and not a repeat (rows are sorted); done: rows with
     at least n_neg valid candidates. A row's history is marked in `bits`, one bit an item:
     small enough to stay in cache while its sorted candidates are looked up."""
-    history, h_lo, h_hi, period, first, p_lo, p_hi = known
-    mask = np.int64(0xFFFFFFFF)
     valid = np.empty(cand.shape, np.bool_)
     done = np.empty(len(pending), np.bool_)
     for r in range(len(pending)):
         row = pending[r]
-        for j in range(h_lo[row], h_hi[row]):
-            item = history[j] & mask
-            bits[item >> 3] |= np.uint8(1 << (item & 7))
-        for j in range(p_lo[row], p_hi[row]):
-            if first[j] <= row:
-                item = period[j] & mask
-                bits[item >> 3] |= np.uint8(1 << (item & 7))
+        _mark_row(known, bits, row)
         n_valid, prev = 0, -1
         for k in range(cand.shape[1]):
             c = cand[r, k]
@@ -185,10 +193,7 @@ def _valid_candidates(
             n_valid += ok
             prev = c
         done[r] = n_valid >= n_neg
-        for j in range(h_lo[row], h_hi[row]):
-            bits[(history[j] & mask) >> 3] = 0
-        for j in range(p_lo[row], p_hi[row]):
-            bits[(period[j] & mask) >> 3] = 0
+        _clear_row(known, bits, row)
     return valid, done
 
 

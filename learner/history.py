@@ -8,7 +8,7 @@ import numpy as np
 from learner.native import prefetch
 
 _SHIFT = np.int64(32)
-_ITEM_MASK = np.int64(0xFFFFFFFF)
+ITEM_MASK = np.int64(0xFFFFFFFF)  # a pair key's low 32 bits: its item
 _AHEAD = 16  # queries looked up ahead: each costs two dependent random reads
 
 
@@ -28,7 +28,7 @@ def user_ranges(keys: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def key_items(keys: np.ndarray) -> np.ndarray:
-    return keys & _ITEM_MASK
+    return keys & ITEM_MASK
 
 
 class PeriodPairs:
