@@ -8,6 +8,7 @@ the checksum and falls back to older checkpoints, saying which one it used and w
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -117,6 +118,12 @@ class CheckpointStore:
                 )
                 + "; free disk space or make the run directory writable"
             ) from err
+        finally:
+            # torch.save defines its pickler class inside the call, and that class's closure
+            # holds every storage it wrote: a reference cycle that lives until Python's next
+            # full collection. Tables replaced meanwhile (grown for new users) would stay
+            # resident twice over; on the full Adressa shape that was 2.4 GB through a period.
+            gc.collect()
         self._prune()
         return path
 
