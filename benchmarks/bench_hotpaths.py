@@ -62,9 +62,9 @@ def copy_rate(n_bytes: int, repeats: int) -> float:
 
 
 def fresh_state(args, learner_cfg, log, periods):
+    """The engine as period args.period closes, before that period joins the history."""
     engine = Engine(learner_cfg, log.phases)
     period = state_at(engine, periods, args.period, base_epochs=2)
-    engine.shared.history.extend(period.users, period.items)
     return engine, replace(period, phase="online")
 
 
@@ -87,18 +87,8 @@ def main() -> None:
         f"evaluation on {learner_cfg.threads}\n"
     )
 
-    # SML: time one retrain, then count the multiply-adds of an identical run
+    # evaluation candidates as the engine draws them: before the period joins the history
     engine, period = fresh_state(args, learner_cfg, log, periods)
-    start = time.perf_counter()
-    engine.strategies["sml"].retrain(period)
-    sml_s = time.perf_counter() - start
-    engine, period = fresh_state(args, learner_cfg, log, periods)
-    with FlopCounterMode(display=False) as counter:
-        engine.strategies["sml"].retrain(period)
-    sml_macs = counter.get_total_flops() / 2
-    sml_limit = matmul_rate(3072, 5 * dim, 512, sml_threads, args.repeats)
-
-    # evaluation: candidates drawn once, scoring timed
     cand = sample_eval_candidates(
         engine.shared.history,
         period.users,
@@ -107,6 +97,20 @@ def main() -> None:
         learner_cfg.eval.negatives,
         engine.shared.rng("eval", args.period),
     )
+
+    # SML: time one retrain, then count the multiply-adds of an identical run
+    engine.shared.history.extend(period.users, period.items)
+    start = time.perf_counter()
+    engine.strategies["sml"].retrain(period)
+    sml_s = time.perf_counter() - start
+    counted, _ = fresh_state(args, learner_cfg, log, periods)
+    counted.shared.history.extend(period.users, period.items)
+    with FlopCounterMode(display=False) as counter:
+        counted.strategies["sml"].retrain(period)
+    sml_macs = counter.get_total_flops() / 2
+    sml_limit = matmul_rate(3072, 5 * dim, 512, sml_threads, args.repeats)
+
+    # scoring of the retrained model on those candidates, timed
     users, items = engine.strategies["sml"].serving_embeddings()
     torch.set_num_threads(learner_cfg.threads)
     score_s = median_seconds(
