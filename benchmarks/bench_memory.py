@@ -9,8 +9,8 @@ a checkpoint's save or load; everything else (ingest, reports) is "other". Large
 (the embedding and Adam tables) live in mmapped blocks, so a jump of the mmapped line with
 no phase that allocates says some tables are kept alive twice.
 
-The run directory is left as it was: its checkpoints are hard-linked into OUT/run (a resumed
-run replaces files by rename, never writes into one), the rest is copied. With --kafka the
+The run directory is left as it was: the checkpoint is hard-linked into OUT/run (a resumed run
+writes checkpoints by rename and only unlinks old ones), the rest is copied. With --kafka the
 copy's broker state is served by a broker this script starts, as bench_replay.py does.
 `plot` draws several timelines on one figure, e.g. before and after a change.
 
@@ -124,7 +124,7 @@ class Sampler(threading.Thread):
 
 
 def copy_run(source: Path, target: Path, period: int) -> None:
-    """target: source resumable from checkpoint `period`; checkpoints linked, the rest copied."""
+    """target: source resumable from checkpoint `period`; that checkpoint linked, the rest copied."""
     checkpoint = source / "checkpoints" / f"ckpt-{period:06d}.pt"
     if not checkpoint.exists():
         kept = sorted(p.name for p in (source / "checkpoints").glob("ckpt-*.pt"))
@@ -133,9 +133,10 @@ def copy_run(source: Path, target: Path, period: int) -> None:
         raise SystemExit(f"{target} exists: give an --out folder of its own")
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "ranks"))
     (target / "checkpoints").mkdir()
-    for name in (checkpoint.name, checkpoint.with_suffix(".sha256").name, "base_model.pt"):
+    os.link(checkpoint, target / "checkpoints" / checkpoint.name)  # GBs: linked, never written
+    for name in (checkpoint.with_suffix(".sha256").name, "base_model.pt"):
         if (source / "checkpoints" / name).exists():
-            os.link(source / "checkpoints" / name, target / "checkpoints" / name)
+            shutil.copy2(source / "checkpoints" / name, target / "checkpoints" / name)
     (target / "checkpoints" / "latest").write_text(checkpoint.name)
     (target / "ranks").mkdir()
     for ranks in (source / "ranks").glob("period-*.npz"):  # the report's intervals read the earlier periods
