@@ -133,7 +133,10 @@ def copy_run(source: Path, target: Path, period: int) -> None:
         raise SystemExit(f"{target} exists: give an --out folder of its own")
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "ranks"))
     (target / "checkpoints").mkdir()
-    os.link(checkpoint, target / "checkpoints" / checkpoint.name)  # GBs: linked, never written
+    try:
+        os.link(checkpoint, target / "checkpoints" / checkpoint.name)  # GBs: linked, never written
+    except OSError:  # another file system: copied
+        shutil.copy2(checkpoint, target / "checkpoints" / checkpoint.name)
     for name in (checkpoint.with_suffix(".sha256").name, "base_model.pt"):
         if (source / "checkpoints" / name).exists():
             shutil.copy2(source / "checkpoints" / name, target / "checkpoints" / name)
