@@ -4,7 +4,8 @@ Times, on the synthetic Yelp shape at 0.02x scale (60k events, 40 periods): one 
 of every strategy at period 20 (state built cheaply, as bench_retrain.py does), the evaluation of that period, and the learner's ingest
 of the whole log over the in-process bus. Each figure is the median of --repeats runs.
 With --baseline FILE it prints each figure's ratio to a recorded run (> 1 = slower now);
-with --save FILE it records this run.
+with --save FILE it records this run and the machine it ran on. A baseline from another
+machine is still compared, with a warning: its ratios then mix the code and the hardware.
 
 examples:
   python benchmarks/smoke.py --save benchmarks/smoke-baseline.json
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import tempfile
 import time
 from dataclasses import replace
 
+import torch
 from bench_retrain import state_at, time_period  # a sibling script: its folder is on sys.path when run
 
 from learner.engine import Engine
@@ -44,6 +48,31 @@ class _CountingEngine:
 
     def close_period(self, t, events):
         return []
+
+
+def machine() -> dict[str, str | int]:
+    """What a timing depends on besides the code."""
+    model = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    return {"cpu": model, "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__}
+
+
+def load_baseline(path: str) -> dict[str, float]:
+    """A file written by --save; one without a machine (written before it was recorded) is
+    compared without the check."""
+    with open(path) as handle:
+        recorded = json.load(handle)
+    if "seconds" not in recorded:
+        return recorded
+    here = machine()
+    if recorded["machine"] != here:
+        print(
+            f"warning: {path} was recorded on {recorded['machine']}, this is {here}: the ratios "
+            "below mix the code and the machine; record a baseline here with --save to compare code alone\n"
+        )
+    return recorded["seconds"]
 
 
 def measure(cache: str) -> dict[str, float]:
@@ -78,14 +107,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         runs = [measure(cache) for _ in range(args.repeats)]
     medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-    baseline = json.load(open(args.baseline)) if args.baseline else {}
+    baseline = load_baseline(args.baseline) if args.baseline else {}
     print("| figure | median s | ratio to baseline |\n|---|---|---|")
     for key, value in medians.items():
         ratio = f"{value / baseline[key]:.2f}" if key in baseline and baseline[key] > 0 else "–"
         print(f"| {key} | {value:.3f} | {ratio} |")
     if args.save:
         with open(args.save, "w") as handle:
-            json.dump(medians, handle, indent=2)
+            json.dump({"machine": machine(), "seconds": medians}, handle, indent=2)
 
 
 if __name__ == "__main__":
