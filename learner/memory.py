@@ -1,9 +1,14 @@
-"""Handing the memory a closed period freed back to the operating system."""
+"""The learner process's memory: reading it, and handing what a closed period freed back to
+the operating system."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import math
+import os
+import resource
+import sys
 
 
 def _malloc_trim():
@@ -33,3 +38,20 @@ def release_free_memory() -> bool:
         return False
     _MALLOC_TRIM(0)
     return True
+
+
+def resident_bytes() -> float:
+    """The process's resident set now; NaN where there is no /proc (macOS)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return math.nan
+
+
+def peak_resident_bytes() -> float:
+    """The process's largest resident set so far. A scrape every few seconds misses the
+    peak of a phase that lasts one (a retrain's working set); the kernel's high-water mark
+    does not."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return float(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux

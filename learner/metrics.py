@@ -19,6 +19,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
 from learner.exposition import OptionalGauge, RunLabels, RunRegistry
+from learner.memory import peak_resident_bytes, resident_bytes
 
 # prometheus_client adds a `<name>_created` gauge family beside every counter and histogram;
 # the exported families are kept to the named interface instead
@@ -55,6 +56,8 @@ METRIC_NAMES = (
     "rtsim_model_nonfinite_rows",
     "rtsim_model_max_row_norm",
     "rtsim_model_norm_warnings_total",
+    "rtsim_process_resident_memory_bytes",
+    "rtsim_process_peak_resident_memory_bytes",
 )
 
 # the periods.csv columns exported per strategy: ndcg@K, recall@K and ndcg@K[SEGMENT]
@@ -225,6 +228,17 @@ class LearnerMetrics:
             ["strategy"],
             registry=r,
         )
+        # read when scraped: memory moves within a period, between the observe_* calls
+        self.resident = Gauge(
+            "rtsim_process_resident_memory_bytes", "Resident memory of the learner's process now", registry=r
+        )
+        self.resident.set_function(resident_bytes)
+        self.peak_resident = Gauge(
+            "rtsim_process_peak_resident_memory_bytes",
+            "Largest resident memory of the learner's process so far (the kernel's high-water mark)",
+            registry=r,
+        )
+        self.peak_resident.set_function(peak_resident_bytes)
         self._consumed = CounterFeed(self.consumed)
         self._ingested = CounterFeed(self.ingested)
         self._late = CounterFeed(self.late)

@@ -1,7 +1,7 @@
 import gc
 import weakref
 
-from learner.memory import release_free_memory
+from learner.memory import peak_resident_bytes, release_free_memory, resident_bytes
 from tests.ci import unavailable
 
 
@@ -40,3 +40,20 @@ def test_release_free_memory_frees_cyclic_garbage_without_waiting_for_python():
     finally:
         if enabled:
             gc.enable()
+
+
+def test_resident_and_peak_follow_an_allocation_and_its_release():
+    if resident_bytes() != resident_bytes():  # NaN: no /proc here
+        unavailable("no /proc/self/statm on this platform")
+    before = resident_bytes()
+    block = bytearray(300 * 2**20)  # zero-filled, so every page is touched
+    grown = resident_bytes()
+    status = _resident_mib() * 2**20
+    peak = peak_resident_bytes()
+    del block
+    after = resident_bytes()
+    assert grown - before > 250 * 2**20
+    assert abs(grown - status) < 50 * 2**20, "disagrees with /proc/self/status"
+    assert peak >= grown - 4 * 2**20  # the kernel's RSS counters are synced lazily, not exactly
+    assert grown - after > 250 * 2**20, "the freed block is still counted"
+    assert peak_resident_bytes() >= peak, "the high-water mark went down"
