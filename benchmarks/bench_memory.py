@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from learner.memory import resident_bytes
 from simulator.cli import main as rtsim
 from simulator.kafka_local import LocalKafka, free_port
 
@@ -75,11 +76,6 @@ def _mallinfo2():
     return call
 
 
-def _resident_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
-
-
 def _phase(frame) -> str:
     """The outermost call on the stack that names a phase."""
     stack = []
@@ -115,7 +111,7 @@ class Sampler(threading.Thread):
             info = self._mallinfo() if self._mallinfo else None
             heap, mmapped = (info.arena / MIB, info.hblkhd / MIB) if info else (float("nan"), float("nan"))
             frame = sys._current_frames().get(self._main)
-            self.rows.append((time.perf_counter() - start, _resident_mib(), heap, mmapped, _phase(frame)))
+            self.rows.append((time.perf_counter() - start, resident_bytes() / MIB, heap, mmapped, _phase(frame)))
 
     def stop(self) -> pd.DataFrame:
         self._done.set()
