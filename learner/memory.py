@@ -9,6 +9,7 @@ import math
 import os
 import resource
 import sys
+from pathlib import Path
 
 
 def _malloc_trim():
@@ -19,6 +20,8 @@ def _malloc_trim():
 
 
 _MALLOC_TRIM = _malloc_trim()
+# where a container's memory limit is: cgroup v2, then v1 ("max" or a huge number: none)
+_CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
 
 def release_free_memory() -> bool:
@@ -55,3 +58,19 @@ def peak_resident_bytes() -> float:
     does not."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return float(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def memory_limit_bytes() -> float:
+    """What the process may hold before it is killed: the machine's memory, or its container's
+    limit where that is lower; NaN where neither can be read."""
+    try:
+        limit = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):
+        limit = math.nan
+    for path in _CGROUP_LIMITS:
+        try:
+            cgroup = float(path.read_text().strip())
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+        limit = cgroup if math.isnan(limit) else min(limit, cgroup)
+    return limit

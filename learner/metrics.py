@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
 from learner.exposition import OptionalGauge, RunLabels, RunRegistry
-from learner.memory import peak_resident_bytes, resident_bytes
+from learner.memory import memory_limit_bytes, peak_resident_bytes, resident_bytes
 
 # prometheus_client adds a `<name>_created` gauge family beside every counter and histogram;
 # the exported families are kept to the named interface instead
@@ -58,6 +58,7 @@ METRIC_NAMES = (
     "rtsim_model_norm_warnings_total",
     "rtsim_process_resident_memory_bytes",
     "rtsim_process_peak_resident_memory_bytes",
+    "rtsim_process_memory_limit_bytes",
 )
 
 # the periods.csv columns exported per strategy: ndcg@K, recall@K and ndcg@K[SEGMENT]
@@ -239,6 +240,12 @@ class LearnerMetrics:
             registry=r,
         )
         self.peak_resident.set_function(peak_resident_bytes)
+        self.memory_limit = Gauge(
+            "rtsim_process_memory_limit_bytes",
+            "Memory the learner's process may hold: the machine's, or its container's limit where lower",
+            registry=r,
+        )
+        self.memory_limit.set_function(memory_limit_bytes)
         self._consumed = CounterFeed(self.consumed)
         self._ingested = CounterFeed(self.ingested)
         self._late = CounterFeed(self.late)

@@ -1,7 +1,9 @@
 import gc
+import os
 import weakref
 
-from learner.memory import peak_resident_bytes, release_free_memory, resident_bytes
+from learner import memory
+from learner.memory import memory_limit_bytes, peak_resident_bytes, release_free_memory, resident_bytes
 from tests.ci import unavailable
 
 
@@ -57,3 +59,15 @@ def test_resident_and_peak_follow_an_allocation_and_its_release():
     assert peak >= grown - 4 * 2**20  # the kernel's RSS counters are synced lazily, not exactly
     assert grown - after > 250 * 2**20, "the freed block is still counted"
     assert peak_resident_bytes() >= peak, "the high-water mark went down"
+
+
+def test_memory_limit_is_the_machine_or_a_lower_container_limit(tmp_path, monkeypatch):
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    monkeypatch.setattr(memory, "_CGROUP_LIMITS", (v2, v1))
+    assert memory_limit_bytes() == machine  # no cgroup files
+    v2.write_text("max\n")
+    v1.write_text("9223372036854771712\n")  # cgroup v1's "no limit"
+    assert memory_limit_bytes() == machine
+    v2.write_text(f"{2**30}\n")
+    assert memory_limit_bytes() == 2**30
