@@ -19,7 +19,6 @@ import argparse
 import cProfile
 import io
 import pstats
-import resource
 import time
 from dataclasses import dataclass, replace
 
@@ -27,6 +26,7 @@ from learner.candidates import sample_eval_candidates
 from learner.config import LearnerConfig
 from learner.engine import Engine
 from learner.evaluation import rank_positives
+from learner.memory import peak_resident_bytes
 from learner.mf import MF, train_mf
 from learner.period import Period
 from replay_data.prepared import PreparedLog, prepare
@@ -181,7 +181,7 @@ def main() -> None:
         print("\n| period | full_retrain / sml |\n|---|---|")
         for p in args.periods:
             print(f"| {p} | {by[(p, 'full_retrain')] / by[(p, 'sml')]:.1f} |")
-    print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB\n")
+    print(f"\npeak resident memory: {peak_resident_bytes() / 2**20:,.0f} MiB\n")
     print("\n".join(profiles))
 
 

@@ -22,7 +22,6 @@ examples:
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from dataclasses import replace
@@ -30,6 +29,7 @@ from dataclasses import replace
 from bench_retrain import arguments, build_state, load
 
 from learner.engine import Engine
+from learner.memory import peak_resident_bytes
 from learner.strategies.base import REGISTRY
 from learner.strategies.sequential import SequenceStrategy
 from simulator.config import resolve
@@ -105,7 +105,7 @@ def main() -> None:
         print(
             f"| {p} | {name} | {n:,} | {per_event * 1e6:.0f} | {fixed:.2f} | {rebuild:.2f} | {projected:.1f} | {shown} |"
         )
-    print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    print(f"\npeak resident memory: {peak_resident_bytes() / 2**20:,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ examples:
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 
+from learner.memory import peak_resident_bytes
 from replay_data.synthetic import read_synthetic
 
 
@@ -34,7 +34,7 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
         print(f"| {world} | {n:,} | {len(users):,} | {len(items):,} | {median:.1f} | {n / median:,.0f} |")
-    print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    print(f"\npeak resident memory: {peak_resident_bytes() / 2**20:,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from dataclasses import replace
 
 import torch
-from bench_retrain import state_at, time_period  # a sibling script: its folder is on sys.path when run
+from bench_ingest import cpu_model  # sibling scripts: their folder is on sys.path when run
+from bench_retrain import state_at, time_period
 
 from learner.engine import Engine
 from replay_data.prepared import prepare
@@ -52,11 +52,7 @@ class _CountingEngine:
 
 def machine() -> dict[str, str | int]:
     """What a timing depends on besides the code."""
-    model = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
-    return {"cpu": model, "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__}
+    return {"cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__}
 
 
 def load_baseline(path: str) -> dict[str, float]:
