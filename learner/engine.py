@@ -23,6 +23,7 @@ from learner.evaluation import PeriodMetrics, full_ranks, metrics_from_ranks, ra
 from learner.health import NormGuard, TableHealth, table_health
 from learner.memory import release_free_memory
 from learner.mf import MF, train_mf
+from learner.native import set_threads
 from learner.period import Period, SharedState, stream_rng
 from learner.strategies import REGISTRY, Strategy
 from learner.strategies.base import same_state
@@ -71,7 +72,7 @@ class Engine:
         if "pretrain" not in phases[:1]:
             raise ValueError("the first period must be a pretrain period: every strategy starts from the base MF")
         self.cfg = cfg
-        torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
         self.phases = list(phases)
         self.shared = SharedState(cfg.seed, cfg.device, len(phases), self.phases)
         self._eval_seed = cfg.seed if cfg.eval_seed is None else cfg.eval_seed

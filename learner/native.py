@@ -1,8 +1,10 @@
 """Helpers for the numba-compiled loops (learner/mf_native.py, learner/history.py, learner/tables.py,
-learner/adam.py)."""
+learner/adam.py, learner/transfer_native.py)."""
 
 from __future__ import annotations
 
+import numba
+import torch
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -37,3 +39,25 @@ def fma32(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@intrinsic
+def pow2(typingctx, n):
+    """2**n as float32 for an int32 n in [-126, 127], built from its exponent bits: a plain
+    bit cast, so loops that scale by it still vectorise."""
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.add(args[0], i32(127)), i32(23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+def set_threads(n: int) -> int:
+    """Threads for torch's ops and the parallel compiled loops together; returns torch's
+    previous count. numba cannot go above the count it started with (the machine's cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return before

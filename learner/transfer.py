@@ -10,51 +10,25 @@ fc=False maps the 5 conv channels to the output with one more 1x1 conv (SML-FC).
 
 from __future__ import annotations
 
-import numba
-import numpy as np
 import torch
 from torch import nn
 
-_GELU_SCALE = 1.702  # one constant for the CUDA path, the forward and the compiled backward
-
-
-def _gate(z: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(_GELU_SCALE * z)
+from learner import transfer_native
 
 
 def gelu_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """z·σ(1.702 z): torch ops on CUDA, one compiled pass each way on the CPU."""
     if z.is_cuda:
-        return z * _gate(z)
-    return _GeluSigmoid.apply(z)
+        return z * torch.sigmoid(float(transfer_native.SCALE) * z)
+    return transfer_native.gelu_sigmoid(z)
 
 
-class _GeluSigmoid(torch.autograd.Function):
-    """z·σ(1.702 z) with the forward's torch ops and a backward in one compiled pass: the
-    bits autograd gives through its five elementwise passes (a test compares them)."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
-        s = _gate(z)
-        ctx.save_for_backward(z, s)
-        return z * s
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        z, s = (t.contiguous() for t in ctx.saved_tensors)
-        out = torch.empty(z.shape, dtype=z.dtype)
-        _gelu_sigmoid_grad(
-            grad.contiguous().view(-1).numpy(), z.view(-1).numpy(), s.view(-1).numpy(), out.view(-1).numpy()
-        )
-        return out
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _gelu_sigmoid_grad(grad: np.ndarray, z: np.ndarray, s: np.ndarray, out: np.ndarray) -> None:
-    """d(z·s)/dz with s = σ(1.702 z), rounded as autograd's chain of ops rounds it: grad·s
-    plus ((grad·z)·(1 − s)·s)·1.702."""
-    c, one = np.float32(_GELU_SCALE), np.float32(1.0)
-    for k in range(len(grad)):
-        out[k] = grad[k] * s[k] + ((grad[k] * z[k]) * (one - s[k]) * s[k]) * c
+def conv_section_torch(old, new, product, w1, b1, w2, b2) -> torch.Tensor:
+    """transfer_native.conv_section as torch ops, for CUDA: matmuls on (B, d, channels)."""
+    stack = torch.stack([old, new, product], dim=2)  # (B, d, 3)
+    z = gelu_sigmoid(stack @ w1.t() + b1)
+    z = gelu_sigmoid(z @ w2.t() + b2)  # (B, d, 5)
+    return z.transpose(1, 2).flatten(1)
 
 
 class Transfer(nn.Module):
@@ -76,17 +50,20 @@ class Transfer(nn.Module):
         # The product row carries no gradient (ŵ detached, x constant), as in the reference;
         # the clamp avoids the reference's NaN for an all-zero old row.
         product = old * new.detach() / old.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        stack = torch.stack([old, new, product], dim=1)  # (B, 3, d)
         if not self.use_cnn:
-            return self.fc2(gelu_sigmoid(self.fc1(stack.flatten(1))))
-        # The convolutions are per-dimension linear maps over rows/channels; as matmuls on
-        # (B, d, channels) they cost a fraction of conv2d's overhead on small batches.
-        z = stack.transpose(1, 2) @ self.conv1.weight.view(10, 3).t() + self.conv1.bias  # (B, d, 10)
-        z = gelu_sigmoid(z) @ self.conv2.weight.view(5, 10).t() + self.conv2.bias  # (B, d, 5)
+            return self.fc2(gelu_sigmoid(self.fc1(torch.cat([old, new, product], dim=1))))
+        z = self._convolutions(old, new, product)  # (B, 5d), channel-major: 5 blocks of d
         if not self.use_fc:
-            return (gelu_sigmoid(z) @ self.conv_out.weight.view(1, 5).t() + self.conv_out.bias).squeeze(2)
-        z = gelu_sigmoid(z.transpose(1, 2).flatten(1))  # channel-major: 5 blocks of d
+            return (self.conv_out.weight.view(1, 5) @ z.view(-1, 5, self.dim)).squeeze(1) + self.conv_out.bias
         return self.fc2(gelu_sigmoid(self.fc1(z)))
+
+    def _convolutions(self, old: torch.Tensor, new: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+        """GELU(conv2(GELU(conv1(stack)))), flattened channel-major. The convolutions are
+        per-dimension linear maps over channels: compiled loops on the CPU
+        (learner/transfer_native.py), matmuls on (B, d, channels) on CUDA."""
+        conv = conv_section_torch if old.is_cuda else transfer_native.conv_section
+        w1, w2 = self.conv1.weight.view(10, 3), self.conv2.weight.view(5, 10)
+        return conv(old, new, product, w1, self.conv1.bias, w2, self.conv2.bias)
 
     @torch.no_grad()
     def apply_table(self, old: torch.Tensor, new: torch.Tensor, chunk_rows: int) -> torch.Tensor:

@@ -1,8 +1,11 @@
 import math
 
+import numba
+import pytest
 import torch
 
-from learner.transfer import Transfer, gelu_sigmoid
+from learner import transfer_native
+from learner.transfer import Transfer, conv_section_torch, gelu_sigmoid
 
 
 def _g(z: float) -> float:
@@ -96,20 +99,83 @@ def test_matmul_form_equals_the_convolutions():
         assert torch.allclose(t(old, new), expected, atol=1e-5)
 
 
-def test_gelu_sigmoid_gives_autograds_bits_forward_and_backward():
+def _torch_gelu(z: torch.Tensor) -> torch.Tensor:
+    """The GELU as torch ops: the CUDA path's form, differentiated by autograd."""
+    return z * torch.sigmoid(1.702 * z)
+
+
+def test_compiled_sigmoid_is_within_a_few_units_in_the_last_place():
+    z = torch.linspace(-80, 80, 400_001)
+    # exact from the float32 argument both forms round first (its rounding, not the sigmoid's,
+    # dominates the error far out: e^85 magnifies it 85-fold)
+    exact = (z.double() * torch.sigmoid((1.702 * z).double())).float()
+    error = (gelu_sigmoid(z) - exact).abs()
+    normal = z > -50  # σ(1.702 z) a normal float32; below it only an absolute bound means anything
+    assert (error[normal] <= 4 * torch.finfo(torch.float32).eps * exact[normal].abs()).all()
+    assert (error[~normal] < 1e-30).all()
+    special = gelu_sigmoid(torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30]))
+    assert special[0].isnan() and special[1] == float("inf") and not special[2].isfinite()
+    assert special[3] == 1e30 and special[4] == 0  # saturated both ways, no overflow
+
+
+def test_compiled_gelu_agrees_with_autograd_forward_and_backward():
     gen = torch.Generator().manual_seed(0)
     for shape in [(300, 512), (7, 10, 3, 4), (5,)]:
         z = torch.randn(*shape, generator=gen) * 3
         weights = torch.randn(*shape, generator=gen)
         ours, reference = z.clone().requires_grad_(), z.clone().requires_grad_()
-        out, expected = gelu_sigmoid(ours), reference * torch.sigmoid(1.702 * reference)
+        out, expected = gelu_sigmoid(ours), _torch_gelu(reference)
         (out * weights).sum().backward()
         (expected * weights).sum().backward()
-        assert torch.equal(out, expected)
-        assert torch.equal(ours.grad, reference.grad)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-5, atol=1e-6)
     # a non-contiguous input takes the same path
     z = (torch.randn(6, 4, generator=gen) * 3).t().requires_grad_()
     gelu_sigmoid(z).sum().backward()
     reference = z.detach().clone().requires_grad_()
-    (reference * torch.sigmoid(1.702 * reference)).sum().backward()
-    assert torch.equal(z.grad, reference.grad)
+    _torch_gelu(reference).sum().backward()
+    torch.testing.assert_close(z.grad, reference.grad, rtol=1e-5, atol=1e-6)
+
+
+def _conv_inputs(rows: int, dim: int, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    old, new = torch.randn(rows, dim, generator=gen), torch.randn(rows, dim, generator=gen)
+    product = old * new / old.norm(dim=1, keepdim=True)
+    weights = [torch.randn(*shape, generator=gen) * 0.5 for shape in [(10, 3), (10,), (5, 10), (5,)]]
+    return [old, new, product, *weights]
+
+
+def test_compiled_convolutions_agree_with_the_torch_form_forward_and_backward():
+    # 77 rows: two full blocks of 32 and a partial one
+    old, new, product, *weights = _conv_inputs(77, 16, seed=3)
+    grad_out = torch.randn(77, 5 * 16, generator=torch.Generator().manual_seed(4))
+    sides = []
+    for conv in (transfer_native.conv_section, conv_section_torch):
+        leaves = [new.clone().requires_grad_()] + [w.clone().requires_grad_() for w in weights]
+        out = conv(old, leaves[0], product, *leaves[1:])
+        (out * grad_out).sum().backward()
+        sides.append([out] + [leaf.grad for leaf in leaves])
+    for ours, reference in zip(*sides, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_convolutions_give_the_same_bits_on_any_number_of_threads():
+    old, new, product, *weights = _conv_inputs(200, 64, seed=5)
+    results = []
+    for threads in (1, 2):
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        leaves = [w.clone().requires_grad_() for w in weights]
+        out = transfer_native.conv_section(old, new, product, *leaves)
+        out.pow(2).sum().backward()
+        numba.set_num_threads(before)
+        results.append([out] + [leaf.grad for leaf in leaves])
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)
+
+
+def test_compiled_convolutions_refuse_a_gradient_for_the_old_rows():
+    old, new, product, *weights = _conv_inputs(4, 8, seed=6)
+    out = transfer_native.conv_section(old.requires_grad_(), new, product, *weights)
+    with pytest.raises(RuntimeError, match="only its new rows take gradients"):
+        out.sum().backward()

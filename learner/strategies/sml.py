@@ -19,8 +19,6 @@ Adam (`w_hat_adam`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from learner.mf import MF, NegativeSampler, bce_loss, epoch_rows, shuffled_batches
+from learner.native import set_threads
 from learner.negatives import period_negatives
 from learner.period import Period
 from learner.strategies.base import Strategy, register
@@ -65,7 +64,7 @@ class SmlConfig:
     w_hat_adam: Literal["dense", "row_sparse"] = "dense"
     # rows per whole-table transfer pass; bounds the (rows x 512) activation
     chunk_rows: int = 16384
-    # torch threads while SML retrains; None = every core this process may run on (a local
+    # threads (torch and the compiled transfer) while SML retrains; None = every core this process may run on (a local
     # sweep pool gives each worker its share, simulator/worker.py). The transfer's dense matmuls
     # scale with cores (0.1x Yelp shape, period 20: 12.6 s on 1 thread, 7.8 s on 2), unlike
     # MF's small sparse steps, which run on learner.threads
@@ -172,8 +171,11 @@ class Sml(Strategy):
         )
 
     def retrain(self, period: Period) -> None:
-        with _torch_threads(self.cfg.retrain_threads):
+        before = set_threads(self.cfg.retrain_threads)
+        try:
             self._retrain(period)
+        finally:
+            set_threads(before)
 
     def _retrain(self, period: Period) -> None:
         frozen = self.frozen(period)
@@ -303,16 +305,6 @@ class Sml(Strategy):
         self.serve_u, self.serve_i = (t.to(device) for t in state["serve"])
         self.w_hat = MF.from_state(state["w_hat"], device)
         self.task = state["task"]
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _rows(rows: torch.Tensor, *tables: torch.Tensor) -> list[torch.Tensor]:
