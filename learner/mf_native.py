@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from learner.native import prefetch
+from learner.native import dot, prefetch
 from learner.tables import EmbeddingTable
 
 F32 = np.float32
@@ -25,15 +25,6 @@ def _prefetch_rows(a: np.ndarray, ra: int, b: np.ndarray, rb: int, c: np.ndarray
         prefetch(a[ra], col)
         prefetch(b[rb], col)
         prefetch(c[rc], col)
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
-def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
-    # reassociation lets the 64-term sum vectorise; it runs in one fixed order every time
-    s = F32(0.0)
-    for k in range(a.shape[0]):
-        s += a[k] * b[k]
-    return s
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -126,8 +117,8 @@ def _epoch(
                 prefetch(slots_i, i[r + AHEAD])
                 prefetch(slots_i, j[r + AHEAD])
             pu, qi, qj = p[u[r]], q[i[r]], q[j[r]]
-            d_pos = -inv_b / (F32(1.0) + np.exp(_dot(pu, qi)))  # -σ(-s+) / b
-            d_neg = inv_b / (F32(1.0) + np.exp(-_dot(pu, qj)))  # σ(s-) / b
+            d_pos = -inv_b / (F32(1.0) + np.exp(dot(pu, qi)))  # -σ(-s+) / b
+            d_neg = inv_b / (F32(1.0) + np.exp(-dot(pu, qj)))  # σ(s-) / b
             su, n_u = _slot(u[r], slots_u, rows_u, g_u, n_u)
             si, n_i = _slot(i[r], slots_i, rows_i, g_i, n_i)
             sj, n_i = _slot(j[r], slots_i, rows_i, g_i, n_i)

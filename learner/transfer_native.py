@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import torch
 
-from learner.native import pow2
+from learner.native import dot, pow2
 
 F32 = np.float32
 SCALE = F32(1.702)  # GELU(z) = z·σ(1.702 z)
@@ -88,81 +88,102 @@ def gelu_sigmoid(z: torch.Tensor) -> torch.Tensor:
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _row_forward(old, new, product, r, w1, b1, w2, b2, z1, s1, z2, s2) -> None:
-    """Row r through conv1 (3 -> 10 channels), GELU, conv2 (10 -> 5): pre-activations z and
-    gates s of both layers, channel by dimension, into the scratch arrays."""
-    d = old.shape[1]
+def _block_forward(old, new, product, w1, b1, w2, b2, z1, s1, a1, z2, s2) -> None:
+    """A block of rows, as flat (rows·d) views, through conv1 (3 -> 10 channels), GELU and
+    conv2 (10 -> 5): pre-activations z, gates s and conv1's activations a, one scratch row
+    per channel. Flat loops run long enough to vectorise well (one row's d are too few)."""
+    n = len(old)
     for c in range(10):
-        for j in range(d):
-            z = b1[c] + w1[c, 0] * old[r, j] + w1[c, 1] * new[r, j] + w1[c, 2] * product[r, j]
-            z1[c, j] = z
-            s1[c, j] = _sigmoid(SCALE * z)
+        zc, sc, ac = z1[c], s1[c], a1[c]
+        for q in range(n):
+            z = b1[c] + w1[c, 0] * old[q] + w1[c, 1] * new[q] + w1[c, 2] * product[q]
+            s = _sigmoid(SCALE * z)
+            zc[q], sc[q], ac[q] = z, s, z * s
     for k in range(5):
-        for j in range(d):
-            z2[k, j] = b2[k]
+        zk = z2[k]
+        for q in range(n):
+            zk[q] = b2[k]
         for c in range(10):
-            for j in range(d):
-                z2[k, j] += w2[k, c] * (z1[c, j] * s1[c, j])
-        for j in range(d):
-            s2[k, j] = _sigmoid(SCALE * z2[k, j])
+            ac, w = a1[c], w2[k, c]
+            for q in range(n):
+                zk[q] += w * ac[q]
+        sk = s2[k]
+        for q in range(n):
+            sk[q] = _sigmoid(SCALE * zk[q])
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _scratch(d: int):
+    return [np.empty((channels, BLOCK * d), F32) for channels in (10, 10, 10, 5, 5)]
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _conv_forward(old, new, product, w1, b1, w2, b2, out) -> None:
-    rows, d = old.shape
+    rows, d = out.shape[0], out.shape[1] // 5
     for block in numba.prange((rows + BLOCK - 1) // BLOCK):
-        z1, s1 = np.empty((10, d), F32), np.empty((10, d), F32)
-        z2, s2 = np.empty((5, d), F32), np.empty((5, d), F32)
-        for r in range(block * BLOCK, min(rows, block * BLOCK + BLOCK)):
-            _row_forward(old, new, product, r, w1, b1, w2, b2, z1, s1, z2, s2)
+        lo, hi = block * BLOCK, min(rows, block * BLOCK + BLOCK)
+        z1, s1, a1, z2, s2 = _scratch(d)
+        _block_forward(
+            old[lo * d : hi * d], new[lo * d : hi * d], product[lo * d : hi * d], w1, b1, w2, b2, z1, s1, a1, z2, s2
+        )
+        for t in range(hi - lo):
             for k in range(5):
+                row, zk, sk = out[lo + t, k * d : (k + 1) * d], z2[k, t * d : (t + 1) * d], s2[k, t * d : (t + 1) * d]
                 for j in range(d):
-                    out[r, k * d + j] = z2[k, j] * s2[k, j]
+                    row[j] = zk[j] * sk[j]
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _conv_backward(old, new, product, w1, b1, w2, b2, grad, d_new, sums1, sums2) -> None:
-    """grad = dL/d(output). Fills d_new (dL/d new) if it has rows, and per block of rows the
-    weight gradients' partial sums over dimensions: sums1[block, c] = (old, new, product, 1)
-    terms of conv1's filter c, sums2[block, k] = (10 channels, 1) of conv2's filter k."""
-    rows, d = old.shape
-    need_weights = sums1.shape[0] > 0
+    """grad = dL/d(output). Fills d_new (dL/d new, flat) if it has rows, and per block of
+    rows the weight gradients' partial sums: sums1[block, c] = (old, new, product, 1) terms
+    of conv1's filter c, sums2[block, k] = (10 channels, 1) of conv2's filter k."""
+    rows, d = grad.shape[0], grad.shape[1] // 5
     for block in numba.prange((rows + BLOCK - 1) // BLOCK):
-        z1, s1 = np.empty((10, d), F32), np.empty((10, d), F32)
-        z2, s2 = np.empty((5, d), F32), np.empty((5, d), F32)
-        g1, g2 = np.empty((10, d), F32), np.empty((5, d), F32)
-        for r in range(block * BLOCK, min(rows, block * BLOCK + BLOCK)):
-            _row_forward(old, new, product, r, w1, b1, w2, b2, z1, s1, z2, s2)
+        lo, hi = block * BLOCK, min(rows, block * BLOCK + BLOCK)
+        n = (hi - lo) * d
+        x, h, p = old[lo * d : hi * d], new[lo * d : hi * d], product[lo * d : hi * d]
+        z1, s1, a1, z2, s2 = _scratch(d)
+        _block_forward(x, h, p, w1, b1, w2, b2, z1, s1, a1, z2, s2)
+        g2, g1 = np.empty((5, n), F32), np.empty((10, n), F32)
+        for t in range(hi - lo):
             for k in range(5):
+                g, gk = grad[lo + t, k * d : (k + 1) * d], g2[k, t * d : (t + 1) * d]
                 for j in range(d):
-                    g2[k, j] = grad[r, k * d + j] * _gelu_slope(z2[k, j], s2[k, j])
+                    gk[j] = g[j]
+        for k in range(5):
+            gk, zk, sk = g2[k], z2[k], s2[k]
+            for q in range(n):
+                gk[q] *= _gelu_slope(zk[q], sk[q])
+        for c in range(10):
+            gc, zc, sc = g1[c], z1[c], s1[c]
+            for q in range(n):
+                gc[q] = F32(0.0)
+            for k in range(5):
+                gk, w = g2[k], w2[k, c]
+                for q in range(n):
+                    gc[q] += w * gk[q]
+            for q in range(n):
+                gc[q] *= _gelu_slope(zc[q], sc[q])
+        if len(d_new) > 0:
+            dn = d_new[lo * d : hi * d]
+            for q in range(n):
+                dn[q] = F32(0.0)
             for c in range(10):
-                for j in range(d):
-                    g1[c, j] = F32(0.0)
-                for k in range(5):
-                    for j in range(d):
-                        g1[c, j] += w2[k, c] * g2[k, j]
-                for j in range(d):
-                    g1[c, j] *= _gelu_slope(z1[c, j], s1[c, j])
-            if d_new.shape[0] > 0:
-                for j in range(d):
-                    d_new[r, j] = F32(0.0)
+                gc, w = g1[c], w1[c, 1]
+                for q in range(n):
+                    dn[q] += w * gc[q]
+        if sums1.shape[0] > 0:
+            ones = np.ones(n, F32)
+            for k in range(5):
                 for c in range(10):
-                    for j in range(d):
-                        d_new[r, j] += w1[c, 1] * g1[c, j]
-            if need_weights:
-                for k in range(5):
-                    for c in range(10):
-                        for j in range(d):
-                            sums2[block, k, c, j] += g2[k, j] * (z1[c, j] * s1[c, j])
-                    for j in range(d):
-                        sums2[block, k, 10, j] += g2[k, j]
-                for c in range(10):
-                    for j in range(d):
-                        sums1[block, c, 0, j] += g1[c, j] * old[r, j]
-                        sums1[block, c, 1, j] += g1[c, j] * new[r, j]
-                        sums1[block, c, 2, j] += g1[c, j] * product[r, j]
-                        sums1[block, c, 3, j] += g1[c, j]
+                    sums2[block, k, c] = dot(g2[k], a1[c][:n])
+                sums2[block, k, 10] = dot(g2[k], ones)
+            for c in range(10):
+                sums1[block, c, 0] = dot(g1[c], x)
+                sums1[block, c, 1] = dot(g1[c], h)
+                sums1[block, c, 2] = dot(g1[c], p)
+                sums1[block, c, 3] = dot(g1[c], ones)
 
 
 class _ConvSection(torch.autograd.Function):
@@ -170,7 +191,7 @@ class _ConvSection(torch.autograd.Function):
     def forward(ctx, old, new, product, w1, b1, w2, b2) -> torch.Tensor:
         inputs = [t.detach().contiguous() for t in (old, new, product, w1, b1, w2, b2)]
         out = torch.empty(old.shape[0], 5 * old.shape[1])
-        _conv_forward(*(t.numpy() for t in inputs), out.numpy())
+        _conv_forward(*_flat_rows(inputs), out.numpy())
         ctx.save_for_backward(*inputs)
         return out
 
@@ -183,15 +204,20 @@ class _ConvSection(torch.autograd.Function):
         need_new, need_weights = ctx.needs_input_grad[1], any(ctx.needs_input_grad[3:])
         blocks = (rows + BLOCK - 1) // BLOCK if need_weights else 0
         d_new = torch.empty(rows if need_new else 0, d)
-        sums1, sums2 = np.zeros((blocks, 10, 4, d), F32), np.zeros((blocks, 5, 11, d), F32)
-        _conv_backward(*(t.numpy() for t in inputs), grad.contiguous().numpy(), d_new.numpy(), sums1, sums2)
+        sums1, sums2 = np.empty((blocks, 10, 4), F32), np.empty((blocks, 5, 11), F32)
+        _conv_backward(*_flat_rows(inputs), grad.contiguous().numpy(), d_new.view(-1).numpy(), sums1, sums2)
         d_new = d_new if need_new else None
         if not need_weights:
             return None, d_new, None, None, None, None, None
-        # summed in float64, blocks then dimensions: the same order on any number of threads
-        g1 = torch.from_numpy(sums1.sum(axis=(0, 3), dtype=np.float64).astype(F32))
-        g2 = torch.from_numpy(sums2.sum(axis=(0, 3), dtype=np.float64).astype(F32))
+        # the blocks' sums added in float64, in block order on any number of threads
+        g1 = torch.from_numpy(sums1.sum(axis=0, dtype=np.float64).astype(F32))
+        g2 = torch.from_numpy(sums2.sum(axis=0, dtype=np.float64).astype(F32))
         return None, d_new, None, g1[:, :3], g1[:, 3], g2[:, :10], g2[:, 10]
+
+
+def _flat_rows(inputs: list[torch.Tensor]) -> list[np.ndarray]:
+    """old, new and product as flat (rows·d) arrays; the weights as they are."""
+    return [t.view(-1).numpy() for t in inputs[:3]] + [t.numpy() for t in inputs[3:]]
 
 
 def conv_section(old, new, product, w1, b1, w2, b2) -> torch.Tensor:
