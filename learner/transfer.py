@@ -16,18 +16,21 @@ from torch import nn
 from learner import transfer_native
 
 
+def gelu_torch(z: torch.Tensor) -> torch.Tensor:
+    """z·σ(1.702 z) as torch ops: the CUDA form, differentiated by autograd."""
+    return z * torch.sigmoid(float(transfer_native.SCALE) * z)
+
+
 def gelu_sigmoid(z: torch.Tensor) -> torch.Tensor:
     """z·σ(1.702 z): torch ops on CUDA, one compiled pass each way on the CPU."""
-    if z.is_cuda:
-        return z * torch.sigmoid(float(transfer_native.SCALE) * z)
-    return transfer_native.gelu_sigmoid(z)
+    return gelu_torch(z) if z.is_cuda else transfer_native.gelu_sigmoid(z)
 
 
 def conv_section_torch(old, new, product, w1, b1, w2, b2) -> torch.Tensor:
     """transfer_native.conv_section as torch ops, for CUDA: matmuls on (B, d, channels)."""
     stack = torch.stack([old, new, product], dim=2)  # (B, d, 3)
-    z = gelu_sigmoid(stack @ w1.t() + b1)
-    z = gelu_sigmoid(z @ w2.t() + b2)  # (B, d, 5)
+    z = gelu_torch(stack @ w1.t() + b1)
+    z = gelu_torch(z @ w2.t() + b2)  # (B, d, 5)
     return z.transpose(1, 2).flatten(1)
 
 

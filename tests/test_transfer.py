@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from learner import transfer_native
-from learner.transfer import Transfer, conv_section_torch, gelu_sigmoid
+from learner.transfer import Transfer, conv_section_torch, gelu_sigmoid, gelu_torch
 
 
 def _g(z: float) -> float:
@@ -99,11 +99,6 @@ def test_matmul_form_equals_the_convolutions():
         assert torch.allclose(t(old, new), expected, atol=1e-5)
 
 
-def _torch_gelu(z: torch.Tensor) -> torch.Tensor:
-    """The GELU as torch ops: the CUDA path's form, differentiated by autograd."""
-    return z * torch.sigmoid(1.702 * z)
-
-
 def test_compiled_sigmoid_is_within_a_few_units_in_the_last_place():
     z = torch.linspace(-80, 80, 400_001)
     # exact from the float32 argument both forms round first (its rounding, not the sigmoid's,
@@ -124,7 +119,7 @@ def test_compiled_gelu_agrees_with_autograd_forward_and_backward():
         z = torch.randn(*shape, generator=gen) * 3
         weights = torch.randn(*shape, generator=gen)
         ours, reference = z.clone().requires_grad_(), z.clone().requires_grad_()
-        out, expected = gelu_sigmoid(ours), _torch_gelu(reference)
+        out, expected = gelu_sigmoid(ours), gelu_torch(reference)
         (out * weights).sum().backward()
         (expected * weights).sum().backward()
         torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
@@ -133,7 +128,7 @@ def test_compiled_gelu_agrees_with_autograd_forward_and_backward():
     z = (torch.randn(6, 4, generator=gen) * 3).t().requires_grad_()
     gelu_sigmoid(z).sum().backward()
     reference = z.detach().clone().requires_grad_()
-    _torch_gelu(reference).sum().backward()
+    gelu_torch(reference).sum().backward()
     torch.testing.assert_close(z.grad, reference.grad, rtol=1e-5, atol=1e-6)
 
 
