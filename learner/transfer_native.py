@@ -1,15 +1,16 @@
 """SML's transfer on the CPU as compiled loops (numba): its per-dimension convolutions and its
-sigmoid-GELUs, each one pass over the rows where torch makes ten.
+sigmoid-GELUs, each one pass over a block of rows where torch makes several over whole tensors.
 
 The convolutions map every dimension j of a row through 3 -> 10 -> 5 channels. As torch ops
-that is a dozen passes over (rows x d x 10) tensors, memory-bound, and a quarter of SML's
-retrain (BENCHMARKS.md, "SML's transfer in compiled loops"); here each row's channels stay in
-a small scratch. The backward recomputes the row's forward instead of keeping it.
+that is a dozen memory-bound passes over (rows x d x 10) tensors, a quarter of SML's retrain
+(BENCHMARKS.md, "SML's transfer in compiled loops"); here a block of 32 rows keeps its
+channels in a small scratch, looped over as one flat run of rows·d positions so the loops
+vectorise. The backward recomputes the block's forward instead of keeping it.
 
 The sigmoid is this module's own: exp by range reduction and a degree-7 Taylor polynomial,
-within 4 units in the last place of torch's, and written so the loops vectorise. Parallel
-loops split rows into fixed blocks and sum the weight gradients block by block in a fixed
-order, so the thread count never changes a result.
+within 1.5 units in the last place of the exact value as torch's is (not torch's bits), and
+written so the loops vectorise. Blocks are fixed and their weight-gradient sums are added in
+block order, so the thread count never changes a result.
 """
 
 from __future__ import annotations
